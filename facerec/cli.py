@@ -1,0 +1,195 @@
+"""The `facerec` command: parse options, call the Python API, print text or JSON, map errors to exit codes.
+
+Exit codes: 0 success; 1 some input failed (reported, the rest was processed); 2 bad usage, a missing
+gallery or model, or a gallery made by another model; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .config import default_gallery_dir
+from .embedders import MODELS
+from .errors import FacerecError, Interrupted
+from .recognizer import FaceRecognizer
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"facerec: error: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(command):
+    """Our exceptions become one line on stderr and their exit code; never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except Interrupted as exc:
+            if kwargs.get("as_json") and exc.report is not None:
+                click.echo(json.dumps(exc.report.to_dict()))
+            _fail(str(exc), exc.exit_code)
+        except FacerecError as exc:
+            _fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+
+    return wrapper
+
+
+def _emit(as_json: bool, payload: dict, text: str) -> None:
+    click.echo(json.dumps(payload, ensure_ascii=False) if as_json else text)
+
+
+gallery_option = click.option(
+    "--gallery",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=default_gallery_dir,
+    show_default="$FACEREC_GALLERY or ~/.local/share/facerec/gallery",
+    help="Gallery folder.",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
+
+
+def model_options(command):
+    command = click.option(
+        "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+        help="Where the networks run.",
+    )(command)
+    return click.option(
+        "--weights", type=click.Path(path_type=Path, dir_okay=False), default=None,
+        help="Use this weights file instead of the models folder or a download.",
+    )(command)
+
+
+def _recognizer(gallery: Path, weights: Path | None, device: str, model: str | None = None, **kw) -> FaceRecognizer:
+    return FaceRecognizer(gallery, model=model, weights=weights, device=device, progress=sys.stderr.isatty(), **kw)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="facerec")
+def main() -> None:
+    """Face recognition: enroll people from photos, then identify them in other photos."""
+
+
+@main.command()
+@click.argument("photo_dir", type=click.Path(path_type=Path))
+@gallery_option
+@click.option("--model", type=click.Choice(sorted(MODELS)), default=None,
+              help="Embedding model for a new gallery [default: vggface2]; an existing gallery keeps its own.")
+@model_options
+@click.option("--min-face-size", type=click.IntRange(min=12), default=None, help="Smallest face to detect, in pixels [default: 20].")
+@json_option
+@handle_errors
+def enroll(photo_dir: Path, gallery: Path, model: str | None, weights: Path | None, device: str,
+           min_face_size: int | None, as_json: bool) -> None:
+    """Enroll the people in PHOTO_DIR: one sub-folder per person, or image files named after people.
+
+    Photos already in the gallery are skipped, so re-running after adding photos is cheap.
+    Exits 1 when some file could not be read (the others are enrolled).
+    """
+    report = _recognizer(gallery, weights, device, model, min_face_size=min_face_size).enroll(photo_dir)
+    lines = [f"enrolled {report.faces_added} faces of {len(report.added)} people into {report.gallery} (model {report.model})"]
+    lines += [f"  {name}: {count}" for name, count in report.added.items()]
+    for title, items in (("skipped", report.skipped), ("could not read", report.failed)):
+        if items:
+            lines.append(f"{title} {len(items)} photo{'s' if len(items) != 1 else ''}:")
+            lines += [f"  {item.path}: {item.reason}" for item in items]
+    lines.append(f"gallery now holds {report.people_total} people, {report.faces_total} faces")
+    _emit(as_json, report.to_dict(), "\n".join(lines))
+    if report.failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@gallery_option
+@click.option("--threshold", type=click.FloatRange(-1, 1), default=None,
+              help="Cosine similarity needed to name a face [default: the model's identification threshold].")
+@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True, help="Candidates listed per face.")
+@click.option("--annotate", "annotate_dir", type=click.Path(path_type=Path, dir_okay=True, file_okay=False), default=None,
+              help="Write copies of the images with boxes and names drawn into this folder.")
+@model_options
+@click.option("--min-face-size", type=click.IntRange(min=12), default=None, help="Smallest face to detect, in pixels [default: 20].")
+@json_option
+@handle_errors
+def identify(paths: tuple[Path, ...], gallery: Path, threshold: float | None, top_k: int, annotate_dir: Path | None,
+             weights: Path | None, device: str, min_face_size: int | None, as_json: bool) -> None:
+    """Name every face in the given image files and folders ('unknown' below the threshold).
+
+    With --json, one JSON object per image. Exits 1 when some input could not be read.
+    """
+    rec = _recognizer(gallery, weights, device, min_face_size=min_face_size)
+    failed = 0
+    for result in rec.identify_paths(paths, threshold=threshold, top_k=top_k, annotate_dir=annotate_dir):
+        if result.error is not None:
+            failed += 1
+            click.echo(f"facerec: error: {result.error}", err=True)
+            if as_json:
+                click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+            continue
+        if as_json:
+            click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        elif not result.faces:
+            click.echo(f"{result.image}: no faces")
+        for face in result.faces if not as_json else ():
+            box = ",".join(str(round(v)) for v in face.box)
+            if face.name == "unknown" and face.candidates:
+                best = face.candidates[0]
+                detail = f"closest {best.name} {best.similarity:.3f} < {result.threshold:.3f}"
+            elif face.similarity is not None:
+                detail = f"similarity {face.similarity:.3f}, threshold {result.threshold:.3f}"
+            else:
+                detail = "gallery is empty"
+            click.echo(f"{result.image}: {face.name} ({detail}) box {box}")
+    rec.close()
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@gallery_option
+@json_option
+@handle_errors
+def people(gallery: Path, as_json: bool) -> None:
+    """List the enrolled people and how many faces each has."""
+    counts = FaceRecognizer(gallery).people()
+    payload = {"gallery": str(gallery), "people": [{"name": n, "faces": c} for n, c in counts.items()]}
+    width = max((len(n) for n in counts), default=0)
+    text = "\n".join(f"{n:<{width}}  {c}" for n, c in counts.items()) or "no people enrolled"
+    _emit(as_json, payload, text)
+
+
+@main.command()
+@click.argument("name")
+@gallery_option
+@json_option
+@handle_errors
+def forget(name: str, gallery: Path, as_json: bool) -> None:
+    """Remove person NAME and all their face vectors from the gallery."""
+    removed = FaceRecognizer(gallery).forget(name)
+    _emit(as_json, {"name": name, "faces_removed": removed}, f"forgot {name} ({removed} face{'s' if removed != 1 else ''})")
+
+
+@main.command()
+@gallery_option
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@json_option
+@handle_errors
+def info(gallery: Path, device: str, as_json: bool) -> None:
+    """Show the gallery, its model, thresholds, counts, and the versions in use."""
+    data = FaceRecognizer(gallery, device=device).info()
+    lines = [f"{key}: {value}" for key, value in data.items() if key != "versions"]
+    lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()))
+    _emit(as_json, data, "\n".join(lines))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,94 @@
+"""Face detection with facenet-pytorch's MTCNN: boxes, probabilities and 5 landmarks in original coordinates.
+
+MTCNN's pyramid work grows with the image area, so very large photos are downscaled before detection and
+the results mapped back; everything returned is in the coordinates of the image that was passed in.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+# PNet's window is 12 px: no detector setting can find a face smaller than that in the detection image.
+_PNET_WINDOW = 12
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face. Landmarks: left eye, right eye, nose, left and right mouth corner (x, y)."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: tuple[tuple[float, float], ...]
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
+
+    @property
+    def area(self) -> float:
+        return max(self.width, 0.0) * max(self.height, 0.0)
+
+
+@lru_cache(maxsize=4)
+def _mtcnn(device: str):
+    # facenet-pytorch ships the P/R/O-Net weights inside the wheel, so detection works offline.
+    from facenet_pytorch import MTCNN
+
+    return MTCNN(keep_all=True, device=device), threading.Lock()
+
+
+class Detector:
+    """Finds every face in an RGB uint8 image.
+
+    min_face_size is in original pixels; min_score drops MTCNN's low-probability boxes, which on web
+    photos are mostly not faces. The MTCNN networks are shared between detectors on one device.
+    """
+
+    def __init__(
+        self,
+        device: str = "cpu",
+        *,
+        min_face_size: int = 20,
+        min_score: float = 0.90,
+        max_side: int = 1600,
+    ) -> None:
+        self.device = device
+        self.min_face_size = min_face_size
+        self.min_score = min_score
+        self.max_side = max_side
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """Faces sorted by decreasing area."""
+        height, width = image.shape[:2]
+        scale = min(1.0, self.max_side / max(height, width))
+        small = image
+        if scale < 1.0:
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        mtcnn, lock = _mtcnn(self.device)
+        with lock:  # MTCNN keeps min_face_size as state: one call at a time per network
+            mtcnn.min_face_size = max(_PNET_WINDOW, int(self.min_face_size * scale))
+            boxes, probs, points = mtcnn.detect(np.ascontiguousarray(small), landmarks=True)
+        if boxes is None:
+            return []
+        faces = []
+        for box, prob, pts in zip(boxes / scale, probs, points / scale):
+            x1, y1, x2, y2 = (float(v) for v in box)
+            face = Face(
+                # MTCNN extends boxes of faces cut by the border past the image: report what is visible.
+                box=(max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height))),
+                score=float(prob),
+                landmarks=tuple((float(x), float(y)) for x, y in pts),
+            )
+            if face.score >= self.min_score and min(face.width, face.height) >= self.min_face_size * 0.8:
+                faces.append(face)
+        return sorted(faces, key=lambda f: f.area, reverse=True)

@@ -1,0 +1,62 @@
+"""Exceptions of our own, so the CLI can turn every expected failure into one line and an exit code.
+
+Every message names the file (or gallery, or model) involved and says what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class FacerecError(Exception):
+    """Base class: an expected failure with a user-facing message."""
+
+    exit_code = 1
+
+
+class InputError(FacerecError):
+    """A path or argument given by the user cannot be used."""
+
+
+class ImageError(InputError):
+    """A file cannot be read as an image (missing, not an image, truncated, too large or too small)."""
+
+
+class NoFaceError(InputError):
+    """An image holds no usable face."""
+
+
+class InvalidNameError(InputError):
+    """A person name that cannot be stored safely."""
+
+
+class ModelError(FacerecError):
+    """A model or its weights cannot be found, downloaded, verified or loaded."""
+
+    exit_code = 2
+
+
+class GalleryError(FacerecError):
+    """The gallery cannot be opened or written."""
+
+
+class GalleryNotFoundError(GalleryError):
+    exit_code = 2
+
+
+class GalleryMismatchError(GalleryError):
+    """The gallery was built with another model, weights or format version."""
+
+    exit_code = 2
+
+
+class GalleryBusyError(GalleryError):
+    """Another process holds the gallery lock for longer than we are willing to wait."""
+
+
+class Interrupted(FacerecError):
+    """Ctrl-C during a long command; `report` holds what was finished (and kept) before it."""
+
+    exit_code = 130
+
+    def __init__(self, message: str, report: object = None) -> None:
+        super().__init__(message)
+        self.report = report

@@ -1,0 +1,438 @@
+"""The Python API: `FaceRecognizer` enrolls, identifies and manages a gallery by composing the other modules.
+
+    from facerec import FaceRecognizer
+    rec = FaceRecognizer("my-gallery")
+    rec.enroll("photos/")                       # one sub-folder per person, or files named after people
+    for face in rec.identify("party.jpg").faces:
+        print(face.name, face.similarity)
+
+Models load on first use, never at import or construction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from . import __version__
+from .config import Settings, default_gallery_dir
+from .detect import Detector, Face
+from .embedders import DEFAULT_MODEL, Embedder, get_spec, load_embedder
+from .errors import FacerecError, GalleryMismatchError, ImageError, InputError, Interrupted, InvalidNameError
+from .gallery import DB_NAME, Candidate, FaceRecord, Gallery, validate_name
+from .images import decode_image, is_image_path, iter_image_files, read_bytes, read_image
+
+UNKNOWN = "unknown"
+
+
+@dataclass
+class Skipped:
+    path: str
+    reason: str
+
+
+@dataclass
+class EnrollReport:
+    """What one enroll run did. `failed` are files that could not be read; `skipped` the rest left out."""
+
+    gallery: str
+    model: str
+    added: dict[str, int] = field(default_factory=dict)
+    skipped: list[Skipped] = field(default_factory=list)
+    failed: list[Skipped] = field(default_factory=list)
+    people_total: int = 0
+    faces_total: int = 0
+    interrupted: bool = False
+
+    @property
+    def faces_added(self) -> int:
+        return sum(self.added.values())
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "faces_added": self.faces_added}
+
+
+@dataclass
+class FaceMatch:
+    box: list[float]
+    score: float
+    name: str
+    similarity: float | None
+    candidates: list[Candidate]
+
+
+@dataclass
+class ImageResult:
+    image: str
+    faces: list[FaceMatch] = field(default_factory=list)
+    threshold: float | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        if self.error is not None:
+            return {"image": self.image, "error": self.error}
+        return asdict(self)
+
+
+def choose_enrollment_face(faces: list[Face], min_score: float, dominance: float) -> tuple[Face | None, str]:
+    """The one face an enrollment photo is about, or None and why.
+
+    Low-confidence detections are ignored first: on large web photos MTCNN's biggest box under ~0.95 is
+    often a torso or hair, and one enrolled non-face attracts many wrong matches.
+    """
+    if not faces:
+        return None, "no face found"
+    confident = sorted((f for f in faces if f.score >= min_score), key=lambda f: f.area, reverse=True)
+    if not confident:
+        return None, f"no confident face (best detection {max(f.score for f in faces):.2f} < {min_score})"
+    if len(confident) > 1 and confident[0].area < dominance * confident[1].area:
+        return None, f"ambiguous: {len(confident)} faces of similar size; crop the photo to one person"
+    return confident[0], ""
+
+
+def plan_enrollment(photo_dir: Path) -> tuple[list[tuple[str, Path]], list[Skipped]]:
+    """(person, photo) pairs: every sub-folder is a person; a loose image is a person named by its stem."""
+    if not photo_dir.exists():
+        raise InputError(f"{photo_dir}: no such folder; give the folder that holds one sub-folder per person")
+    if not photo_dir.is_dir():
+        raise InputError(f"{photo_dir}: is a file, not a folder; give the folder that holds one sub-folder per person")
+    plan: list[tuple[str, Path]] = []
+    skipped: list[Skipped] = []
+    for entry in sorted(photo_dir.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            name, photos = entry.name, iter_image_files(entry)
+        elif is_image_path(entry):
+            name, photos = entry.stem, [entry]
+        else:
+            continue
+        try:
+            person = validate_name(name)
+        except InvalidNameError as exc:
+            skipped.extend(Skipped(str(p), str(exc)) for p in photos)
+            continue
+        plan.extend((person, p) for p in photos)
+    if not plan and not skipped:
+        raise InputError(
+            f"{photo_dir}: no images found; put one sub-folder per person (or image files named after people) in it"
+        )
+    return plan, skipped
+
+
+def expand_paths(paths: Iterable[str | Path]) -> Iterator[tuple[Path, str | None]]:
+    """Files as given, folders as the images inside them; a path that cannot be used comes with its error."""
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files = iter_image_files(path)
+            if not files:
+                yield path, f"{path}: no images in this folder"
+            yield from ((f, None) for f in files)
+        elif path.exists() or path.is_symlink():
+            yield path, None
+        else:
+            yield path, f"{path}: no such file"
+
+
+class FaceRecognizer:
+    """Enroll people into a gallery folder and identify faces against it.
+
+    gallery: the gallery folder (default: FACEREC_GALLERY or a per-user data folder).
+    model: for a new gallery (default vggface2); an existing gallery remembers its own and refuses another.
+    weights: an explicit weights file; otherwise the gallery's remembered file, the models folder, or a download.
+    """
+
+    def __init__(
+        self,
+        gallery: str | Path | None = None,
+        *,
+        model: str | None = None,
+        weights: str | Path | None = None,
+        device: str = "auto",
+        min_face_size: int | None = None,
+        settings: Settings | None = None,
+        progress: bool = False,
+    ) -> None:
+        self.gallery_path = Path(gallery) if gallery is not None else default_gallery_dir()
+        self.settings = settings or Settings.from_env()
+        self.requested_model = model
+        self.weights = Path(weights) if weights is not None else None
+        self.device = device
+        self.min_face_size = min_face_size or self.settings.min_face_size
+        self.progress = progress
+        self._embedder: Embedder | None = None
+        self._detector: Detector | None = None
+        self._reader: Gallery | None = None
+
+    # -- models ----------------------------------------------------------------------------------
+    def _stored_meta(self) -> dict[str, str] | None:
+        if not (self.gallery_path / DB_NAME).is_file():
+            return None
+        with Gallery.open(self.gallery_path) as gallery:
+            return dict(gallery.meta)
+
+    @property
+    def model(self) -> str:
+        meta = self._stored_meta()
+        stored = meta["model"] if meta else None
+        if stored and self.requested_model and self.requested_model != stored:
+            raise GalleryMismatchError(
+                f"gallery {self.gallery_path} was built with model {stored}, not {self.requested_model}; "
+                "leave out --model, or use another --gallery for the other model"
+            )
+        return stored or self.requested_model or DEFAULT_MODEL
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            meta = self._stored_meta() or {}
+            weights = self.weights
+            remembered = Path(meta["weights_path"]) if meta.get("weights_path") else None
+            if weights is None and remembered is not None and remembered.is_file():
+                weights = remembered
+            embedder = load_embedder(self.model, weights=weights, device=self.device, settings=self.settings, progress=self.progress)
+            stored_sha = meta.get("weights_sha256")
+            if stored_sha and stored_sha != embedder.weights_sha256:
+                raise GalleryMismatchError(
+                    f"gallery {self.gallery_path} was built with other weights for {embedder.spec.name} "
+                    f"(SHA-256 {stored_sha[:12]}…, file {meta.get('weights_path')}), not {embedder.weights_path} "
+                    f"({embedder.weights_sha256[:12]}…); pass --weights with the file it was built with"
+                )
+            self._embedder = embedder
+        return self._embedder
+
+    @property
+    def detector(self) -> Detector:
+        if self._detector is None:
+            self._detector = Detector(
+                self.embedder.device,
+                min_face_size=self.min_face_size,
+                min_score=self.settings.min_face_score,
+                max_side=self.settings.detect_max_side,
+            )
+        return self._detector
+
+    def threshold(self, threshold: float | None = None) -> float:
+        """The identification threshold in force: the one given, else the model's calibrated default."""
+        return threshold if threshold is not None else get_spec(self.model).thresholds.identify
+
+    # -- faces -----------------------------------------------------------------------------------
+    def detect(self, image: np.ndarray) -> list[Face]:
+        return self.detector.detect(image)
+
+    def embed(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
+        """One unit vector per face."""
+        if not faces:
+            return np.zeros((0, self.embedder.spec.dim), np.float32)
+        return self.embedder.embed(np.stack([self.embedder.chip(image, f) for f in faces]))
+
+    # -- enroll ----------------------------------------------------------------------------------
+    def _open_writer(self) -> Gallery:
+        embedder = self.embedder
+        create = {
+            "model": embedder.spec.name,
+            "dim": str(embedder.spec.dim),
+            "weights_sha256": embedder.weights_sha256,
+            "weights_path": str(embedder.weights_path),
+        }
+        return Gallery.open_for_write(self.gallery_path, create=create, lock_timeout=self.settings.lock_timeout_s)
+
+    def enroll(self, photo_dir: str | Path) -> EnrollReport:
+        """Add every photo of a folder; photos already in the gallery (same content) are skipped cheaply.
+
+        Each batch is committed as it completes, so an interrupted run keeps what it finished and a
+        re-run continues where it stopped.
+        """
+        plan, invalid = plan_enrollment(Path(photo_dir))
+        self._reader = None
+        report = EnrollReport(gallery=str(self.gallery_path), model=self.model, skipped=list(invalid))
+        added: Counter[str] = Counter()
+        seen: dict[str, str] = {}
+        pending: list[tuple[FaceRecord, np.ndarray]] = []
+
+        with self._open_writer() as gallery:
+
+            def flush() -> None:
+                if pending:
+                    vectors = self.embedder.embed(np.stack([chip for _, chip in pending]))
+                    gallery.add([record for record, _ in pending], vectors)
+                    added.update(record.person for record, _ in pending)
+                    pending.clear()
+
+            bar = tqdm(plan, desc="enroll", unit="photo", disable=not self.progress, leave=False)
+            try:
+                for person, path in bar:
+                    try:
+                        data = read_bytes(path)
+                        digest = hashlib.sha256(data).hexdigest()
+                        owner = gallery.person_of_hash(digest) or seen.get(digest)
+                        if owner is not None:
+                            report.skipped.append(Skipped(str(path), f"already enrolled as {owner}"))
+                            continue
+                        image = decode_image(data, str(path), max_pixels=self.settings.max_image_pixels)
+                    except ImageError as exc:
+                        report.failed.append(Skipped(str(path), str(exc)))
+                        continue
+                    face, why = choose_enrollment_face(
+                        self.detect(image), self.settings.enroll_min_score, self.settings.enroll_dominance
+                    )
+                    if face is None:
+                        report.skipped.append(Skipped(str(path), why))
+                        continue
+                    seen[digest] = person
+                    record = FaceRecord(person, str(path.resolve()), digest, face.box, face.score)
+                    pending.append((record, self.embedder.chip(image, face)))
+                    if len(pending) >= self.settings.batch_size:
+                        flush()
+                    bar.set_postfix(faces=sum(added.values()) + len(pending))
+                flush()
+            except KeyboardInterrupt:
+                report.interrupted = True
+            finally:
+                bar.close()
+            report.added = dict(sorted(added.items()))
+            report.people_total = len(gallery.people())
+            report.faces_total = gallery.count
+        if report.interrupted:
+            raise Interrupted(
+                f"interrupted: {report.faces_added} faces enrolled before the interruption are kept; "
+                "run the same command again to continue",
+                report,
+            )
+        return report
+
+    # -- identify --------------------------------------------------------------------------------
+    @property
+    def gallery(self) -> Gallery:
+        """A read snapshot of the gallery, opened once and reused by identify calls."""
+        if self._reader is None:
+            self.embedder  # checks that the gallery's model and weights are the ones loaded
+            self._reader = Gallery.open(self.gallery_path)
+        return self._reader
+
+    def identify(self, image: str | Path | np.ndarray, *, threshold: float | None = None, top_k: int = 3) -> ImageResult:
+        """Every face in one image, named by its best match or 'unknown' below the threshold."""
+        name = "<array>" if isinstance(image, np.ndarray) else str(image)
+        pixels = image if isinstance(image, np.ndarray) else read_image(image, max_pixels=self.settings.max_image_pixels)
+        return self._identify_pixels(name, pixels, threshold, top_k)[0]
+
+    def _identify_pixels(self, name: str, pixels: np.ndarray, threshold: float | None, top_k: int) -> tuple[ImageResult, np.ndarray]:
+        gallery = self.gallery
+        limit = self.threshold(threshold)
+        faces = self.detect(pixels)
+        candidates = gallery.search(self.embed(pixels, faces), top_k=max(1, top_k))
+        matches = []
+        for face, cands in zip(faces, candidates):
+            best = cands[0] if cands else None
+            known = best is not None and best.similarity >= limit
+            matches.append(
+                FaceMatch(
+                    box=[round(v, 1) for v in face.box],
+                    score=round(face.score, 4),
+                    name=best.name if known else UNKNOWN,
+                    similarity=round(best.similarity, 4) if best else None,
+                    candidates=[Candidate(c.name, round(c.similarity, 4)) for c in cands],
+                )
+            )
+        return ImageResult(image=name, faces=matches, threshold=limit), pixels
+
+    def identify_paths(
+        self,
+        paths: Iterable[str | Path],
+        *,
+        threshold: float | None = None,
+        top_k: int = 3,
+        annotate_dir: str | Path | None = None,
+    ) -> Iterator[ImageResult]:
+        """identify() over files and folders; a bad input yields a result with `error` and the batch goes on."""
+        from .annotate import draw_matches, write_image
+
+        self.gallery  # fail fast (no gallery, wrong model) before the first image
+        for path, error in expand_paths(paths):
+            if error is not None:
+                yield ImageResult(image=str(path), error=error)
+                continue
+            try:
+                pixels = read_image(path, max_pixels=self.settings.max_image_pixels)
+            except ImageError as exc:
+                yield ImageResult(image=str(path), error=str(exc))
+                continue
+            result, pixels = self._identify_pixels(str(path), pixels, threshold, top_k)
+            if annotate_dir is not None:
+                write_image(draw_matches(pixels, result.faces), Path(annotate_dir), path.stem)
+            yield result
+
+    # -- gallery management ----------------------------------------------------------------------
+    def people(self) -> dict[str, int]:
+        with Gallery.open(self.gallery_path) as gallery:
+            return gallery.people()
+
+    def forget(self, name: str) -> int:
+        """Remove a person and all their vectors; returns how many faces were removed."""
+        self._reader = None
+        with Gallery.open_for_write(self.gallery_path, lock_timeout=self.settings.lock_timeout_s) as gallery:
+            removed = gallery.remove_person(name)
+        if removed == 0:
+            raise InputError(f"no person named {name!r} in gallery {self.gallery_path}; see `facerec people`")
+        return removed
+
+    def info(self) -> dict:
+        """What a bug report needs: where things are, which model and versions, how big the gallery is."""
+        import cv2
+        import faiss
+        import facenet_pytorch  # noqa: F401  (version lookup below)
+        import torch
+        from importlib.metadata import version
+
+        with Gallery.open(self.gallery_path) as gallery:
+            people = gallery.people()
+            meta = dict(gallery.meta)
+        spec = get_spec(meta["model"])
+        return {
+            "gallery": str(self.gallery_path.resolve()),
+            "model": spec.name,
+            "model_description": spec.description,
+            "weights": meta.get("weights_path"),
+            "weights_sha256": meta.get("weights_sha256"),
+            "dim": spec.dim,
+            "device": self.embedder.device if self._embedder else _describe_device(self.device),
+            "thresholds": {"identify": spec.thresholds.identify, "verify": spec.thresholds.verify},
+            "people": len(people),
+            "faces": sum(people.values()),
+            "index": "exact (FAISS IndexFlatIP)",
+            "created": meta.get("created"),
+            "format_version": int(meta["format_version"]),
+            "models_dir": str(self.settings.models_dir),
+            "versions": {
+                "facerec": __version__,
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "facenet-pytorch": version("facenet-pytorch"),
+                "faiss": faiss.__version__,
+                "opencv": cv2.__version__,
+                "numpy": np.__version__,
+            },
+        }
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+
+def _describe_device(device: str) -> str:
+    from .embedders import resolve_device
+
+    try:
+        return resolve_device(device)
+    except FacerecError as exc:
+        return f"unavailable ({exc})"
+
