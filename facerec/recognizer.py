@@ -314,8 +314,13 @@ class FaceRecognizer:
     def gallery(self) -> Gallery:
         """A read snapshot of the gallery, opened once and reused by identify calls."""
         if self._reader is None:
-            self.embedder  # checks that the gallery's model and weights are the ones loaded
-            self._reader = Gallery.open(self.gallery_path)
+            reader = Gallery.open(self.gallery_path)  # no gallery: say so before loading any model
+            try:
+                self.embedder  # checks that the gallery's model and weights are the ones loaded
+            except BaseException:
+                reader.close()
+                raise
+            self._reader = reader
         return self._reader
 
     def identify(self, image: str | Path | np.ndarray, *, threshold: float | None = None, top_k: int = 3) -> ImageResult:

@@ -59,6 +59,13 @@ class Embedder:
         return np.concatenate(out).astype(np.float32, copy=False)
 
 
+@lru_cache(maxsize=16)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    # Keyed by size and mtime too, so hashing 100 MB happens once per file version and process.
+    del size, mtime_ns
+    return sha256_file(Path(path))
+
+
 @lru_cache(maxsize=4)
 def _load_module(family: str, path: str, sha256: str, device: str) -> torch.nn.Module:
     # sha256 is part of the key so that a file replaced in place is loaded again.
@@ -91,6 +98,7 @@ def load_embedder(
         timeout=settings.download_timeout_s,
         progress=progress,
     ).resolve()
-    digest = sha256_file(path)
+    stat = path.stat()
+    digest = _digest(str(path), stat.st_size, stat.st_mtime_ns)
     module = _load_module(spec.family, str(path), digest, device)
     return Embedder(spec, module, device, path, digest, settings.batch_size)

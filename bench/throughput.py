@@ -1,0 +1,88 @@
+"""Detection and embedding speed on LFW photos, per stage, on CPU: a table and a JSON line.
+
+    python bench/throughput.py [--photos 500] [--threads 2] [--weights FILE]
+
+Speed does not depend on the weight values, so without --weights it uses deterministic random weights
+of the same network (the pretrained file cannot be downloaded offline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from _common import find_shared, print_json, print_table, set_threads
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--photos", type=int, default=500)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--weights")
+    args = parser.parse_args()
+    machine = set_threads(args.threads)
+
+    from facerec.config import Settings
+    from facerec.detect import Detector
+    from facerec.embedders import load_embedder
+    from facerec.images import read_image
+    from facerec.testing import write_random_facenet_weights
+
+    paths = sorted((find_shared() / "faces" / "lfw").glob("*/*.jpg"))[: args.photos]
+    weights = Path(args.weights) if args.weights else write_random_facenet_weights(Path(tempfile.mkdtemp()) / "w.pt")
+    settings = replace(Settings.from_env(), batch_size=args.batch)
+    embedder = load_embedder("vggface2", weights=weights, device="cpu", settings=settings, progress=False)
+    detector = Detector("cpu")
+    detector.detect(read_image(paths[0]))  # warm-up: first call builds the networks
+    embedder.embed(np.zeros((2, 160, 160, 3), np.uint8))
+
+    t = {"decode": 0.0, "detect": 0.0, "chip": 0.0, "embed": 0.0}
+    chips = []
+    start = time.perf_counter()
+    for path in paths:
+        t0 = time.perf_counter()
+        image = read_image(path)
+        t1 = time.perf_counter()
+        faces = detector.detect(image)
+        t2 = time.perf_counter()
+        chips += [embedder.chip(image, face) for face in faces[:1]]
+        t3 = time.perf_counter()
+        t["decode"] += t1 - t0
+        t["detect"] += t2 - t1
+        t["chip"] += t3 - t2
+    t0 = time.perf_counter()
+    embedder.embed(np.stack(chips))
+    t["embed"] = time.perf_counter() - t0
+    total = time.perf_counter() - start
+
+    n, f = len(paths), len(chips)
+    figures = {
+        "photos": n,
+        "faces": f,
+        "decode_ms_per_photo": 1000 * t["decode"] / n,
+        "detect_ms_per_photo": 1000 * t["detect"] / n,
+        "chip_ms_per_face": 1000 * t["chip"] / f,
+        "embed_ms_per_face": 1000 * t["embed"] / f,
+        "batch": args.batch,
+        "photos_per_s": n / total,
+    }
+    rows = [
+        ("photos (LFW, 250x250)", f"{n} ({f} faces kept, the largest per photo)"),
+        ("decode", f"{figures['decode_ms_per_photo']:.1f} ms/photo"),
+        ("detect (MTCNN)", f"{figures['detect_ms_per_photo']:.1f} ms/photo"),
+        ("crop", f"{figures['chip_ms_per_face']:.2f} ms/face"),
+        (f"embed (batch {args.batch})", f"{figures['embed_ms_per_face']:.1f} ms/face"),
+        ("end to end", f"{figures['photos_per_s']:.1f} photos/s"),
+    ]
+    print_table("facerec throughput on CPU", rows, machine)
+    print_json("throughput", figures, machine)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""The gallery on its own: persistence, agreement of index and database, locking, refusals."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+
+import numpy as np
+import pytest
+
+from facerec.errors import GalleryBusyError, GalleryError, GalleryMismatchError, GalleryNotFoundError, InvalidNameError
+from facerec.gallery import Gallery, FaceRecord, validate_name
+
+DIM = 8
+META = {"model": "vggface2", "dim": str(DIM), "weights_sha256": "0" * 64, "weights_path": "/w.pt"}
+
+
+def unit(rows: int, seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=(rows, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def records(person: str, n: int, tag: str = "") -> list[FaceRecord]:
+    return [FaceRecord(person, f"/p/{person}{tag}{i}.jpg", f"{person}{tag}{i}", (0, 0, 10, 10), 0.99) for i in range(n)]
+
+
+def new_gallery(path, **kw) -> Gallery:
+    return Gallery.open_for_write(path, create=META, **kw)
+
+
+def index_agrees(path) -> None:
+    with Gallery.open(path) as g:
+        db_ids = [r[0] for r in g._db.execute("SELECT id FROM faces ORDER BY id")]
+        assert g._index.ntotal == len(db_ids) == g.count
+        assert sorted(g._person_of) == db_ids
+
+
+def test_add_search_persist_remove(tmp_path):
+    vectors = unit(6, 0)
+    with new_gallery(tmp_path / "g") as g:
+        g.add(records("ann", 3), vectors[:3])
+        g.add(records("bob", 3), vectors[3:])
+    with Gallery.open(tmp_path / "g") as g:
+        assert g.people() == {"ann": 3, "bob": 3}
+        hits = g.search(vectors[[1, 4]], top_k=2)
+        assert [c.name for c in hits[0]] == ["ann", "bob"] and hits[0][0].similarity == pytest.approx(1.0, abs=1e-5)
+        assert hits[1][0].name == "bob"
+        assert g.person_of_hash("ann1") == "ann" and g.person_of_hash("nope") is None
+    with Gallery.open_for_write(tmp_path / "g") as g:
+        assert g.remove_person("ann") == 3 and g.remove_person("ann") == 0
+    index_agrees(tmp_path / "g")
+    with Gallery.open(tmp_path / "g") as g:
+        assert g.people() == {"bob": 3}
+        assert {c.name for c in g.search(vectors[:1], top_k=5)[0]} == {"bob"}
+
+
+def test_one_index_file_per_generation_and_private_files(tmp_path):
+    with new_gallery(tmp_path / "g") as g:
+        g.add(records("ann", 2), unit(2, 1))
+        g.add(records("bob", 2), unit(2, 2))
+    files = sorted(p.name for p in (tmp_path / "g").iterdir())
+    assert files == ["gallery.sqlite", "index-2.faiss", "lock"]
+    for p in (tmp_path / "g").iterdir():
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+    assert stat.S_IMODE((tmp_path / "g").stat().st_mode) == 0o700
+
+
+def test_missing_or_stale_index_is_rebuilt_from_database(tmp_path):
+    """What a writer killed between its commit and its index save leaves behind."""
+    vectors = unit(4, 3)
+    with new_gallery(tmp_path / "g") as g:
+        g.add(records("ann", 2), vectors[:2])
+    g = new_gallery(tmp_path / "g")
+    g.add(records("bob", 2), vectors[2:])
+    g._dirty = False  # simulate a crash: committed rows, index never saved
+    g.close()
+    assert sorted(p.name for p in (tmp_path / "g").glob("index-*")) == ["index-1.faiss"]
+    index_agrees(tmp_path / "g")
+    with Gallery.open(tmp_path / "g") as g:
+        assert g.search(vectors[3:], top_k=1)[0][0].name == "bob"
+    (tmp_path / "g" / "index-1.faiss").write_bytes(b"garbage")
+    index_agrees(tmp_path / "g")
+
+
+def test_duplicate_hash_is_refused_whole_batch(tmp_path):
+    with new_gallery(tmp_path / "g") as g:
+        g.add(records("ann", 2), unit(2, 4))
+        with pytest.raises(sqlite3.IntegrityError):
+            g.add(records("ann", 1) + records("bob", 1), unit(2, 5))
+        assert g.people() == {"ann": 2}
+    index_agrees(tmp_path / "g")
+
+
+def test_writer_lock_makes_second_writer_wait_then_give_up(tmp_path):
+    with new_gallery(tmp_path / "g"):
+        with pytest.raises(GalleryBusyError, match="busy"):
+            Gallery.open_for_write(tmp_path / "g", lock_timeout=0.3)
+        with Gallery.open(tmp_path / "g") as reader:  # readers are never blocked
+            assert reader.count == 0
+    with Gallery.open_for_write(tmp_path / "g", lock_timeout=0.3):
+        pass
+
+
+def test_refusals(tmp_path):
+    with pytest.raises(GalleryNotFoundError, match="enroll"):
+        Gallery.open(tmp_path / "none")
+    with pytest.raises(GalleryNotFoundError):
+        Gallery.open_for_write(tmp_path / "none")
+    with new_gallery(tmp_path / "g"):
+        pass
+    db = sqlite3.connect(tmp_path / "g" / "gallery.sqlite")
+    with db:
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'format_version'")
+    db.close()
+    with pytest.raises(GalleryMismatchError, match="format version 99"):
+        Gallery.open(tmp_path / "g")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "gallery.sqlite").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(GalleryError, match="not a readable gallery database"):
+        Gallery.open(tmp_path / "bad")
+
+
+def test_names():
+    assert validate_name("  José  ") == "José"
+    assert validate_name("Ko\u0301") == "Kó"  # NFC
+    for bad in ["", "  ", "a/b", "a\\b", "..", "bad\x00name", "tab\tname", "x" * 201, "bad\udcffname"]:
+        with pytest.raises(InvalidNameError):
+            validate_name(bad)
