@@ -25,3 +25,69 @@ def facenet_chip(image: np.ndarray, box: tuple[float, float, float, float], *, s
     crop = image[top:bottom, left:right]
     shrinking = crop.shape[0] > size or crop.shape[1] > size
     return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+# Where MTCNN's five landmarks (left eye, right eye, nose, left and right mouth corner) fall, on average,
+# inside the 150x150 chips that dlib's get_face_chip(size=150, padding=0.25) cuts from its own landmarks
+# (measured on LFW). Warping MTCNN's points onto these gives the chips dlib's ResNet was trained on;
+# tests/test_align_dlib.py checks it against dlib's own chips.
+DLIB_TEMPLATE_150 = np.array(
+    [[48.00, 46.09], [102.29, 46.05], [74.91, 78.38], [50.86, 105.64], [98.82, 105.67]], np.float64
+)
+# MTCNN's eyes land within ~2 px of the template, nose and mouth within 4-6 px: weight the fit by
+# reliability (inverse variance, roughly) so the noisier points pull less.
+LANDMARK_WEIGHTS = np.array([1.0, 1.0, 0.25, 0.25, 0.25])
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """The 2x3 rotation+uniform scale+translation that maps src onto dst in weighted least squares (Umeyama)."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    w = np.ones(len(src)) if weights is None else np.asarray(weights, np.float64)
+    w = w / w.sum()
+    mu_s, mu_d = w @ src, w @ dst
+    s, d = src - mu_s, dst - mu_d
+    cov = (d * w[:, None]).T @ s
+    u, sigma, vt = np.linalg.svd(cov)
+    e = np.diag([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0])
+    rotation = u @ e @ vt
+    scale = np.trace(np.diag(sigma) @ e) / (w @ (s**2).sum(axis=1))
+    matrix = np.empty((2, 3))
+    matrix[:, :2] = scale * rotation
+    matrix[:, 2] = mu_d - scale * rotation @ mu_s
+    return matrix
+
+
+def aligned_chip(
+    image: np.ndarray,
+    landmarks,
+    template: np.ndarray = DLIB_TEMPLATE_150,
+    size: int = 150,
+    weights: np.ndarray = LANDMARK_WEIGHTS,
+) -> np.ndarray:
+    """A size x size chip with the face's landmarks warped onto the template.
+
+    Big faces are first halved with a Gaussian pyramid (as dlib does), so shrinking by much more
+    than 2x does not alias. Returns RGB uint8.
+    """
+    matrix = similarity_transform(np.asarray(landmarks, np.float64), template * (size / 150.0), weights)
+    scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+    source = image
+    if scale < 0.5:
+        # Only the region that lands in the chip needs shrinking: crop it (with slack), then halve.
+        inverse = cv2.invertAffineTransform(matrix)
+        corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64) @ inverse.T
+        x0, y0 = np.floor(corners.min(axis=0)).astype(int) - 4
+        x1, y1 = np.ceil(corners.max(axis=0)).astype(int) + 4
+        x0, y0 = max(x0, 0), max(y0, 0)
+        x1, y1 = min(x1, image.shape[1]), min(y1, image.shape[0])
+        if x1 - x0 >= 2 and y1 - y0 >= 2:
+            source = image[y0:y1, x0:x1]
+            matrix = matrix.copy()
+            matrix[:, 2] += matrix[:, :2] @ np.array([x0, y0], np.float64)
+            while scale < 0.5 and min(source.shape[:2]) >= 4:
+                source = cv2.pyrDown(source)
+                matrix[:, :2] *= 2.0
+                scale *= 2.0
+    return cv2.warpAffine(
+        np.ascontiguousarray(source), matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+    )

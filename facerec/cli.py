@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import default_gallery_dir
+from .config import Settings, default_gallery_dir
 from .embedders import MODELS
 from .errors import FacerecError, Interrupted
 from .recognizer import FaceRecognizer
@@ -82,8 +82,9 @@ def main() -> None:
 @main.command()
 @click.argument("photo_dir", type=click.Path(path_type=Path))
 @gallery_option
-@click.option("--model", type=click.Choice(sorted(MODELS)), default=None,
-              help="Embedding model for a new gallery [default: vggface2]; an existing gallery keeps its own.")
+@click.option("--model", type=click.Choice(["auto", *sorted(MODELS)]), default="auto", show_default=True,
+              help="Embedding model for a new gallery (auto: vggface2 when its weights can be had, else the "
+                   "offline dlib-resnet); an existing gallery keeps its own.")
 @model_options
 @click.option("--min-face-size", type=click.IntRange(min=12), default=None, help="Smallest face to detect, in pixels [default: 20].")
 @json_option
@@ -95,7 +96,10 @@ def enroll(photo_dir: Path, gallery: Path, model: str | None, weights: Path | No
     Photos already in the gallery are skipped, so re-running after adding photos is cheap.
     Exits 1 when some file could not be read (the others are enrolled).
     """
-    report = _recognizer(gallery, weights, device, model, min_face_size=min_face_size).enroll(photo_dir)
+    rec = _recognizer(gallery, weights, device, model, min_face_size=min_face_size)
+    report = rec.enroll(photo_dir)
+    if rec.model_note:
+        click.echo(rec.model_note, err=True)
     lines = [f"enrolled {report.faces_added} faces of {len(report.added)} people into {report.gallery} (model {report.model})"]
     lines += [f"  {name}: {count}" for name, count in report.added.items()]
     for title, items in (("skipped", report.skipped), ("could not read", report.failed)):
@@ -189,6 +193,94 @@ def info(gallery: Path, device: str, as_json: bool) -> None:
     lines = [f"{key}: {value}" for key, value in data.items() if key != "versions"]
     lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()))
     _emit(as_json, data, "\n".join(lines))
+
+
+def _embedder_and_detector(model: str, weights: Path | None, device: str):
+    """For commands that need a model but no gallery (verify, eval): 'auto' says which it chose and why."""
+    from .detect import Detector
+    from .embedders import choose_model, load_embedder
+
+    settings = Settings.from_env()
+    if model == "auto":
+        model, note = choose_model(settings)
+        click.echo(note, err=True)
+    embedder = load_embedder(model, weights=weights, device=device, settings=settings, progress=sys.stderr.isatty())
+    detector = Detector(embedder.device, min_face_size=settings.min_face_size, min_score=settings.min_face_score,
+                        max_side=settings.detect_max_side)
+    return embedder, detector, settings
+
+
+model_choice = click.option("--model", type=click.Choice(["auto", *sorted(MODELS)]), default="auto", show_default=True,
+                            help="Embedding model (auto: vggface2 when its weights can be had, else dlib-resnet).")
+
+
+@main.command()
+@click.argument("image_a", type=click.Path(path_type=Path))
+@click.argument("image_b", type=click.Path(path_type=Path))
+@model_choice
+@model_options
+@click.option("--threshold", type=click.FloatRange(-1, 1), default=None,
+              help="Cosine similarity needed for 'same' [default: the model's verification threshold].")
+@json_option
+@handle_errors
+def verify(image_a: Path, image_b: Path, model: str, weights: Path | None, device: str, threshold: float | None,
+           as_json: bool) -> None:
+    """Say whether the main faces of IMAGE_A and IMAGE_B are the same person (exit 0 either way)."""
+    from dataclasses import asdict
+
+    from .verify import verify as verify_photos
+
+    embedder, detector, settings = _embedder_and_detector(model, weights, device)
+    result = verify_photos(image_a, image_b, embedder, detector, threshold=threshold, settings=settings)
+    verdict = "same person" if result.same else "different people"
+    _emit(as_json, asdict(result),
+          f"{verdict}: similarity {result.similarity:.3f}, threshold {result.threshold:.3f} ({result.model})")
+
+
+@main.group(name="eval")
+def evaluate() -> None:
+    """Measure accuracy on a standard benchmark."""
+
+
+@evaluate.command(name="lfw")
+@click.argument("lfw_dir", type=click.Path(path_type=Path, file_okay=False), envvar="FACEREC_LFW")
+@click.option("--pairs", "pairs_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Pairs file [default: LFW_DIR/pairs.txt].")
+@model_choice
+@model_options
+@click.option("--plot", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write the ROC curve to this PNG.")
+@click.option("--no-cache", is_flag=True, help="Embed every photo again instead of reusing cached vectors.")
+@json_option
+@handle_errors
+def eval_lfw(lfw_dir: Path, pairs_file: Path | None, model: str, weights: Path | None, device: str, plot: Path | None,
+             no_cache: bool, as_json: bool) -> None:
+    """The standard LFW 10-fold verification protocol on LFW_DIR (or $FACEREC_LFW).
+
+    Reports mean accuracy and its standard deviation, the threshold chosen, TAR at FAR=1e-3, and how
+    many faces were not found. Embeddings are cached, so a re-run is fast.
+    """
+    from dataclasses import asdict
+
+    from .evaluate import plot_roc, roc_curve
+    from .lfw import evaluate_pairs
+
+    embedder, detector, _ = _embedder_and_detector(model, weights, device)
+    report = evaluate_pairs(lfw_dir, pairs_file, embedder, detector, use_cache=not no_cache, progress=sys.stderr.isatty())
+    result = report.result
+    if plot is not None:
+        far, tar, _ = roc_curve(report.scores, report.same)
+        plot_roc({f"{embedder.spec.name} (acc {result.accuracy:.4f})": (far, tar)}, plot, "LFW verification ROC")
+    payload = {"model": embedder.spec.name, "pairs_file": str(report.pairs_file), "photos": report.photos,
+               "faces_not_found": report.missed, "flip": embedder.spec.flip, **asdict(result)}
+    text = [
+        f"LFW 10-fold ({embedder.spec.name}, {result.pairs} pairs): accuracy {result.accuracy:.4f} ± {result.accuracy_std:.4f}",
+        f"threshold (cosine similarity): {result.threshold:.3f}",
+        f"TAR at FAR=1e-3: {result.tar_at_far['1e-3']:.4f}; AUC {result.auc:.5f}",
+        f"faces not found: {report.missed} of {report.photos} photos (aligned with the mean LFW landmarks instead)",
+    ]
+    if plot is not None:
+        text.append(f"ROC curve: {plot}")
+    _emit(as_json, payload, "\n".join(text))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -92,3 +92,19 @@ class Detector:
             if face.score >= self.min_score and min(face.width, face.height) >= self.min_face_size * 0.8:
                 faces.append(face)
         return sorted(faces, key=lambda f: f.area, reverse=True)
+
+
+def choose_main_face(faces: list[Face], min_score: float, dominance: float) -> tuple[Face | None, str]:
+    """The one face a photo of one person (to enroll, to verify) is about, or None and why.
+
+    Low-confidence detections are ignored first: on large web photos MTCNN's biggest box under ~0.95 is
+    often a torso or hair, and one enrolled non-face attracts many wrong matches.
+    """
+    if not faces:
+        return None, "no face found"
+    confident = sorted((f for f in faces if f.score >= min_score), key=lambda f: f.area, reverse=True)
+    if not confident:
+        return None, f"no confident face (best detection {max(f.score for f in faces):.2f} < {min_score})"
+    if len(confident) > 1 and confident[0].area < dominance * confident[1].area:
+        return None, f"ambiguous: {len(confident)} faces of similar size; crop the photo to one person"
+    return confident[0], ""

@@ -248,6 +248,7 @@ class Gallery:
             index = build_index(self.dim, ids, vectors)
             self._dirty = self._lock_fd is not None
         self._index = index
+        self._centroids: tuple[list[str], np.ndarray] | None = None  # built on first centroid search
 
     def _all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         rows = self._db.execute("SELECT id, vector FROM faces ORDER BY id").fetchall()
@@ -269,6 +270,10 @@ class Gallery:
     @property
     def count(self) -> int:
         return len(self._person_of)
+
+    @property
+    def people_count(self) -> int:
+        return len(set(self._person_of.values()))
 
     def people(self) -> dict[str, int]:
         return dict(self._db.execute("SELECT person, count(*) FROM faces GROUP BY person ORDER BY person").fetchall())
@@ -318,6 +323,7 @@ class Gallery:
         self._write(insert)
         self._index.add_with_ids(vectors, np.array(ids, np.int64))
         self._person_of.update(zip(ids, (validate_name(r.person) for r in records)))
+        self._centroids = None
         return ids
 
     def remove_person(self, name: str) -> int:
@@ -330,6 +336,7 @@ class Gallery:
         self._index.remove_ids(np.array(ids, np.int64))
         for face_id in ids:
             del self._person_of[face_id]
+        self._centroids = None
         return len(ids)
 
     def save(self) -> None:
@@ -361,13 +368,38 @@ class Gallery:
         self._dirty = False
 
     # -- searching -------------------------------------------------------------------------------
-    def search(self, vectors: np.ndarray, top_k: int = 3) -> list[list[Candidate]]:
-        """For each query vector, the best `top_k` people by their closest enrolled face."""
+    def _person_centroids(self) -> tuple[list[str], np.ndarray]:
+        """Each person's mean enrolled vector, renormalised: one robust point per person."""
+        if self._centroids is None:
+            ids = faiss.vector_to_array(self._index.id_map)
+            vectors = self._index.index.reconstruct_n(0, self._index.ntotal)
+            people = sorted(set(self._person_of.values()))
+            row = {name: i for i, name in enumerate(people)}
+            sums = np.zeros((len(people), self.dim), np.float64)
+            np.add.at(sums, [row[self._person_of[int(i)]] for i in ids], vectors)
+            sums /= np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+            self._centroids = (people, sums.astype(np.float32))
+        return self._centroids
+
+    def search(self, vectors: np.ndarray, top_k: int = 3, rule: str = "centroid") -> list[list[Candidate]]:
+        """For each query vector, the best `top_k` people and their cosine similarity.
+
+        rule "centroid" compares with each person's mean vector (what LFW measurements favour: one odd
+        enrolled photo cannot attract strangers); "nearest" with each person's closest enrolled face.
+        """
         if self.count == 0 or len(vectors) == 0:
             return [[] for _ in range(len(vectors))]
+        vectors = np.ascontiguousarray(vectors, np.float32)
+        if rule == "centroid":
+            people, centroids = self._person_centroids()
+            sims = vectors @ centroids.T
+            order = np.argsort(-sims, axis=1)[:, :top_k]
+            return [[Candidate(people[j], float(min(row[j], 1.0))) for j in cols] for row, cols in zip(sims, order)]
+        if rule != "nearest":
+            raise ValueError(f"unknown search rule {rule!r}")
         # Enough neighbours that top_k distinct people are almost always among them.
         k = min(self.count, max(top_k * 16, 64))
-        sims, ids = self._index.search(np.ascontiguousarray(vectors, np.float32), k)
+        sims, ids = self._index.search(vectors, k)
         results = []
         for row_sims, row_ids in zip(sims, ids):
             best: dict[str, float] = {}

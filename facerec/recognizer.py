@@ -23,8 +23,8 @@ from tqdm import tqdm
 
 from . import __version__
 from .config import Settings, default_gallery_dir
-from .detect import Detector, Face
-from .embedders import DEFAULT_MODEL, Embedder, get_spec, load_embedder
+from .detect import Detector, Face, choose_main_face
+from .embedders import Embedder, choose_model, get_spec, load_embedder
 from .errors import FacerecError, GalleryMismatchError, ImageError, InputError, Interrupted, InvalidNameError
 from .gallery import DB_NAME, Candidate, FaceRecord, Gallery, validate_name
 from .images import decode_image, is_image_path, iter_image_files, read_bytes, read_image
@@ -81,22 +81,6 @@ class ImageResult:
         return asdict(self)
 
 
-def choose_enrollment_face(faces: list[Face], min_score: float, dominance: float) -> tuple[Face | None, str]:
-    """The one face an enrollment photo is about, or None and why.
-
-    Low-confidence detections are ignored first: on large web photos MTCNN's biggest box under ~0.95 is
-    often a torso or hair, and one enrolled non-face attracts many wrong matches.
-    """
-    if not faces:
-        return None, "no face found"
-    confident = sorted((f for f in faces if f.score >= min_score), key=lambda f: f.area, reverse=True)
-    if not confident:
-        return None, f"no confident face (best detection {max(f.score for f in faces):.2f} < {min_score})"
-    if len(confident) > 1 and confident[0].area < dominance * confident[1].area:
-        return None, f"ambiguous: {len(confident)} faces of similar size; crop the photo to one person"
-    return confident[0], ""
-
-
 def plan_enrollment(photo_dir: Path) -> tuple[list[tuple[str, Path]], list[Skipped]]:
     """(person, photo) pairs: every sub-folder is a person; a loose image is a person named by its stem."""
     if not photo_dir.exists():
@@ -146,7 +130,8 @@ class FaceRecognizer:
     """Enroll people into a gallery folder and identify faces against it.
 
     gallery: the gallery folder (default: FACEREC_GALLERY or a per-user data folder).
-    model: for a new gallery (default vggface2); an existing gallery remembers its own and refuses another.
+    model: for a new gallery ('auto', the default: vggface2 when its weights are here or can be downloaded,
+        else the offline dlib-resnet); an existing gallery remembers its own and refuses another.
     weights: an explicit weights file; otherwise the gallery's remembered file, the models folder, or a download.
     """
 
@@ -168,6 +153,9 @@ class FaceRecognizer:
         self.device = device
         self.min_face_size = min_face_size or self.settings.min_face_size
         self.progress = progress
+        self._model: str | None = None
+        # Why 'auto' chose the model it did (one line), when it had to choose.
+        self.model_note: str | None = None
         self._embedder: Embedder | None = None
         self._detector: Detector | None = None
         self._reader: Gallery | None = None
@@ -181,14 +169,22 @@ class FaceRecognizer:
 
     @property
     def model(self) -> str:
-        meta = self._stored_meta()
-        stored = meta["model"] if meta else None
-        if stored and self.requested_model and self.requested_model != stored:
-            raise GalleryMismatchError(
-                f"gallery {self.gallery_path} was built with model {stored}, not {self.requested_model}; "
-                "leave out --model, or use another --gallery for the other model"
-            )
-        return stored or self.requested_model or DEFAULT_MODEL
+        """The gallery's model; for a new gallery the one asked for, or with 'auto' (the default) the best
+        one available here (see `model_note` for why)."""
+        if self._model is None:
+            meta = self._stored_meta()
+            stored = meta["model"] if meta else None
+            requested = None if self.requested_model in (None, "auto") else self.requested_model
+            if stored and requested and requested != stored:
+                raise GalleryMismatchError(
+                    f"gallery {self.gallery_path} was built with model {stored}, not {requested}; "
+                    "leave out --model, or use another --gallery for the other model"
+                )
+            if stored or requested:
+                self._model = stored or requested
+            else:
+                self._model, self.model_note = choose_model(self.settings)
+        return self._model
 
     @property
     def embedder(self) -> Embedder:
@@ -221,8 +217,11 @@ class FaceRecognizer:
         return self._detector
 
     def threshold(self, threshold: float | None = None) -> float:
-        """The identification threshold in force: the one given, else the model's calibrated default."""
-        return threshold if threshold is not None else get_spec(self.model).thresholds.identify
+        """The identification threshold in force: the one given, else the model's calibrated threshold
+        for a gallery of this many people."""
+        if threshold is not None:
+            return threshold
+        return get_spec(self.model).thresholds.identify_for(self.gallery.people_count)
 
     # -- faces -----------------------------------------------------------------------------------
     def detect(self, image: np.ndarray) -> list[Face]:
@@ -281,7 +280,7 @@ class FaceRecognizer:
                     except ImageError as exc:
                         report.failed.append(Skipped(str(path), str(exc)))
                         continue
-                    face, why = choose_enrollment_face(
+                    face, why = choose_main_face(
                         self.detect(image), self.settings.enroll_min_score, self.settings.enroll_dominance
                     )
                     if face is None:
@@ -333,7 +332,8 @@ class FaceRecognizer:
         gallery = self.gallery
         limit = self.threshold(threshold)
         faces = self.detect(pixels)
-        candidates = gallery.search(self.embed(pixels, faces), top_k=max(1, top_k))
+        rule = get_spec(self.model).thresholds.rule
+        candidates = gallery.search(self.embed(pixels, faces), top_k=max(1, top_k), rule=rule)
         matches = []
         for face, cands in zip(faces, candidates):
             best = cands[0] if cands else None
@@ -409,7 +409,11 @@ class FaceRecognizer:
             "weights_sha256": meta.get("weights_sha256"),
             "dim": spec.dim,
             "device": self.embedder.device if self._embedder else _describe_device(self.device),
-            "thresholds": {"identify": spec.thresholds.identify, "verify": spec.thresholds.verify},
+            "thresholds": {
+                "identify": round(spec.thresholds.identify_for(len(people)), 4),
+                "verify": spec.thresholds.verify,
+                "rule": spec.thresholds.rule,
+            },
             "people": len(people),
             "faces": sum(people.values()),
             "index": "exact (FAISS IndexFlatIP)",

@@ -2,8 +2,9 @@
 
     python samples/enroll_and_identify.py ../shared/faces/known ../shared/faces/unknown/kit_with_rose.jpg
 
-Options: --gallery DIR (default ./sample-gallery), --weights FILE (a weights file instead of the
-models folder or a download), --threshold T.
+Options: --gallery DIR (default ./sample-gallery), --model NAME (default auto: vggface2 when its weights
+can be had, else the offline dlib-resnet), --weights FILE (a weights file instead of the models folder or
+a download), --threshold T.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ def main() -> int:
     parser.add_argument("photo_dir")
     parser.add_argument("images", nargs="+")
     parser.add_argument("--gallery", default="sample-gallery")
+    parser.add_argument("--model", default="auto")
     parser.add_argument("--weights")
     parser.add_argument("--threshold", type=float)
     args = parser.parse_args()
 
-    recognizer = FaceRecognizer(args.gallery, weights=args.weights, progress=True)
+    recognizer = FaceRecognizer(args.gallery, model=args.model, weights=args.weights, progress=True)
     try:
         report = recognizer.enroll(args.photo_dir)
         print(f"{report.faces_added} faces added; the gallery holds {report.people_total} people")

@@ -50,7 +50,7 @@ def known_gallery(tmp_path_factory, shared: Path, weights: Path) -> Path:
     from facerec import FaceRecognizer
 
     path = tmp_path_factory.mktemp("galleries") / "known"
-    FaceRecognizer(path, weights=weights, device="cpu").enroll(shared / "faces" / "known")
+    FaceRecognizer(path, model="vggface2", weights=weights, device="cpu").enroll(shared / "faces" / "known")
     return path
 
 

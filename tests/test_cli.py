@@ -37,7 +37,7 @@ def json_lines(output: str) -> list[dict]:
 
 def test_enroll_reports_people_and_is_incremental(tmp_path, shared, weights):
     gallery = tmp_path / "g"
-    first = json.loads(run("enroll", shared / "faces/known", "--gallery", gallery, "--weights", weights, "--json").stdout)
+    first = json.loads(run("enroll", shared / "faces/known", "--gallery", gallery, "--weights", weights, "--model", "vggface2", "--json").stdout)
     assert first["added"] == KNOWN_PEOPLE
     assert first["faces_added"] == 14 and first["faces_total"] == 14 and first["people_total"] == 10
     assert first["failed"] == [] and first["skipped"] == []
@@ -54,18 +54,18 @@ def test_enroll_reports_people_and_is_incremental(tmp_path, shared, weights):
 
 
 def test_identify_json_schema_and_self_match(known_gallery, shared):
-    result = run("identify", shared / "faces/known/obama/obama.jpg", shared / "faces/nofaces/dogs.jpg",
+    result = run("identify", shared / "faces/known/paul_rudd/1.jpg", shared / "faces/nofaces/dogs.jpg",
                  "--gallery", known_gallery, "--json", "--top-k", "2")
-    obama, dogs = json_lines(result.stdout)
-    assert obama["image"].endswith("obama.jpg") and len(obama["faces"]) == 1
-    face = obama["faces"][0]
+    rudd, dogs = json_lines(result.stdout)
+    assert rudd["image"].endswith("paul_rudd/1.jpg") and len(rudd["faces"]) == 1
+    face = rudd["faces"][0]
     assert set(face) == {"box", "score", "name", "similarity", "candidates"}
     assert len(face["box"]) == 4 and face["box"][0] < face["box"][2] and face["box"][1] < face["box"][3]
     assert face["score"] > 0.95
-    assert face["name"] == "obama" and face["similarity"] > 0.999
-    assert [c["name"] for c in face["candidates"]][0] == "obama" and len(face["candidates"]) == 2
+    assert face["name"] == "paul_rudd" and face["similarity"] > 0.999
+    assert [c["name"] for c in face["candidates"]][0] == "paul_rudd" and len(face["candidates"]) == 2
     assert face["candidates"][1]["similarity"] < face["similarity"]
-    assert obama["threshold"] == pytest.approx(0.5)
+    assert rudd["threshold"] == pytest.approx(0.5)
     assert dogs["faces"] == []
 
 
@@ -83,13 +83,13 @@ def test_identify_threshold_makes_unknown(known_gallery, shared):
 def test_identify_folder_with_bad_files_goes_on_and_fails(tmp_path, known_gallery, shared):
     folder = tmp_path / "photos"
     folder.mkdir()
-    shutil.copy(shared / "faces/known/biden/biden.jpg", folder / "a_biden.jpg")
+    shutil.copy(shared / "faces/known/kate_siegel/1.jpg", folder / "a_kate.jpg")
     (folder / "b_notes.jpg").write_text("not an image")
     (folder / "c_empty.png").write_bytes(b"")
     result = run("identify", folder, tmp_path / "missing.jpg", "--gallery", known_gallery, "--json", expect=1)
     lines = json_lines(result.stdout)
-    assert [Path(line["image"]).name for line in lines] == ["a_biden.jpg", "b_notes.jpg", "c_empty.png", "missing.jpg"]
-    assert lines[0]["faces"][0]["name"] == "biden"
+    assert [Path(line["image"]).name for line in lines] == ["a_kate.jpg", "b_notes.jpg", "c_empty.png", "missing.jpg"]
+    assert lines[0]["faces"][0]["name"] == "kate_siegel"
     assert all("error" in line for line in lines[1:])
     errors = result.stderr.strip().splitlines()
     assert len(errors) == 3 and all(e.startswith("facerec: error: ") for e in errors)
@@ -136,12 +136,12 @@ def test_gallery_persists_across_processes(known_gallery, shared):
     """A fresh interpreter (no model cache) reads the gallery and its remembered weights."""
     env = {**os.environ, "FACEREC_DOWNLOAD_URL": "http://127.0.0.1:9/"}
     proc = subprocess.run(
-        [sys.executable, "-m", "facerec.cli", "identify", str(shared / "faces/known/kit_harington/john1.jpeg"),
+        [sys.executable, "-m", "facerec.cli", "identify", str(shared / "faces/known/shea_whigham/1.jpg"),
          "--gallery", str(known_gallery), "--json"],
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["faces"][0]["name"] == "kit_harington"
+    assert json.loads(proc.stdout)["faces"][0]["name"] == "shea_whigham"
 
 
 def test_identify_without_gallery(tmp_path, shared):
@@ -160,7 +160,7 @@ def test_gallery_refuses_other_model_and_weights(gallery_copy, shared, other_wei
 
 def test_offline_download_fails_with_one_line(tmp_path, shared, monkeypatch):
     monkeypatch.setenv("FACEREC_MODELS", str(tmp_path / "models"))
-    result = run("enroll", shared / "faces/known", "--gallery", tmp_path / "g", expect=2)
+    result = run("enroll", shared / "faces/known", "--gallery", tmp_path / "g", "--model", "vggface2", expect=2)
     message = result.stderr.strip()
     assert message.count("\n") == 0
     assert "cannot download 20180402-114759-vggface2.pt" in message
@@ -173,9 +173,9 @@ def test_weights_that_are_not_a_model(tmp_path, shared):
 
     bogus = tmp_path / "bogus.pt"
     torch.save({"w": torch.zeros(3)}, bogus)
-    result = run("enroll", shared / "faces/known", "--gallery", tmp_path / "g", "--weights", bogus, expect=2)
+    result = run("enroll", shared / "faces/known", "--gallery", tmp_path / "g", "--weights", bogus, "--model", "vggface2", expect=2)
     assert "bogus.pt" in result.stderr and "InceptionResnetV1" in result.stderr
-    result = run("enroll", shared / "faces/known", "--gallery", tmp_path / "g", "--weights", tmp_path / "nope.pt", expect=2)
+    result = run("enroll", shared / "faces/known", "--gallery", tmp_path / "g", "--weights", tmp_path / "nope.pt", "--model", "vggface2", expect=2)
     assert "nope.pt does not exist" in result.stderr
 
 
@@ -194,7 +194,7 @@ def test_enroll_bad_inputs_keep_good_photos(tmp_path, shared, weights):
     shutil.copy(shared / "faces/nofaces/dogs.jpg", photos / "dogs.jpg")
     shutil.copy(shared / "faces/groups/friends_cast.jpg", photos / "friends.jpg")
     gallery = tmp_path / "g"
-    result = run("enroll", photos, "--gallery", gallery, "--weights", weights, "--json", expect=1)
+    result = run("enroll", photos, "--gallery", gallery, "--weights", weights, "--model", "vggface2", "--json", expect=1)
     report = json.loads(result.stdout)
     assert report["added"] == {"José Álvarez": 1}
     failed = {Path(f["path"]).name: f["reason"] for f in report["failed"]}
@@ -214,19 +214,19 @@ def test_enroll_unusable_folder(tmp_path, weights, layout):
         target.write_text("x")
     elif layout == "empty":
         target.mkdir()
-    result = run("enroll", target, "--gallery", tmp_path / "g", "--weights", weights, expect=1)
+    result = run("enroll", target, "--gallery", tmp_path / "g", "--weights", weights, "--model", "vggface2", expect=1)
     assert str(target) in result.stderr and result.stderr.count("\n") == 1
 
 
 def test_enroll_into_unwritable_place(tmp_path, shared, weights):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    result = run("enroll", shared / "faces/known", "--gallery", blocker / "g", "--weights", weights, expect=1)
+    result = run("enroll", shared / "faces/known", "--gallery", blocker / "g", "--weights", weights, "--model", "vggface2", expect=1)
     assert "cannot create gallery folder" in result.stderr
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
-    result = run("enroll", shared / "faces/known", "--gallery", other, "--weights", weights, expect=1)
+    result = run("enroll", shared / "faces/known", "--gallery", other, "--weights", weights, "--model", "vggface2", expect=1)
     assert "is not empty" in result.stderr and (other / "notes.txt").read_text() == "mine"
 
 
@@ -235,7 +235,7 @@ def test_device_cuda_without_gpu(tmp_path, shared, weights):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    result = run("enroll", shared / "faces/known", "--gallery", tmp_path / "g", "--weights", weights, "--device", "cuda", expect=2)
+    result = run("enroll", shared / "faces/known", "--gallery", tmp_path / "g", "--weights", weights, "--model", "vggface2", "--device", "cuda", expect=2)
     assert "no CUDA GPU" in result.stderr
 
 
@@ -268,9 +268,9 @@ def test_read_only_gallery(tmp_path, known_gallery, shared):
         enroll = cli("enroll", shared / "faces/known")
         assert enroll.returncode == 1, enroll.stderr
         assert enroll.stderr.startswith("facerec: error: cannot write to gallery") and enroll.stderr.count("\n") == 1
-        identify = cli("identify", shared / "faces/known/obama/obama2.jpg", "--json")
+        identify = cli("identify", shared / "faces/known/angelina_jolie/1.jpg", "--json")
         assert identify.returncode == 0, identify.stderr
-        assert json.loads(identify.stdout)["faces"][0]["name"] == "obama"
+        assert json.loads(identify.stdout)["faces"][0]["name"] == "angelina_jolie"
         forget = cli("forget", "obama")
         assert forget.returncode == 1 and "cannot write to gallery" in forget.stderr
         assert {p.name: p.read_bytes() for p in gallery.iterdir()} == before

@@ -30,7 +30,7 @@ def lfw_people(tmp_path, shared) -> Path:
 def start_enroll(photos: Path, gallery: Path, weights: Path) -> subprocess.Popen:
     env = {**os.environ, "FACEREC_BATCH_SIZE": "2", "FACEREC_DOWNLOAD_URL": "http://127.0.0.1:9/"}
     return subprocess.Popen(
-        [sys.executable, "-m", "facerec.cli", "enroll", str(photos), "--gallery", str(gallery), "--weights", str(weights), "--json"],
+        [sys.executable, "-m", "facerec.cli", "enroll", str(photos), "--gallery", str(gallery), "--weights", str(weights), "--model", "vggface2", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
 

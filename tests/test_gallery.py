@@ -42,9 +42,15 @@ def test_add_search_persist_remove(tmp_path):
         g.add(records("bob", 3), vectors[3:])
     with Gallery.open(tmp_path / "g") as g:
         assert g.people() == {"ann": 3, "bob": 3}
-        hits = g.search(vectors[[1, 4]], top_k=2)
+        hits = g.search(vectors[[1, 4]], top_k=2, rule="nearest")
         assert [c.name for c in hits[0]] == ["ann", "bob"] and hits[0][0].similarity == pytest.approx(1.0, abs=1e-5)
         assert hits[1][0].name == "bob"
+        centroids = np.stack([vectors[:3].sum(0), vectors[3:].sum(0)])
+        centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+        hits = g.search(centroids, top_k=2)  # the default rule compares with each person's mean vector
+        assert [[c.name for c in h] for h in hits] == [["ann", "bob"], ["bob", "ann"]]
+        assert hits[0][0].similarity == pytest.approx(1.0, abs=1e-5)
+        assert hits[0][1].similarity == pytest.approx(float(centroids[0] @ centroids[1]), abs=1e-5)
         assert g.person_of_hash("ann1") == "ann" and g.person_of_hash("nope") is None
     with Gallery.open_for_write(tmp_path / "g") as g:
         assert g.remove_person("ann") == 3 and g.remove_person("ann") == 0
@@ -52,6 +58,7 @@ def test_add_search_persist_remove(tmp_path):
     with Gallery.open(tmp_path / "g") as g:
         assert g.people() == {"bob": 3}
         assert {c.name for c in g.search(vectors[:1], top_k=5)[0]} == {"bob"}
+        assert {c.name for c in g.search(vectors[:1], top_k=5, rule="nearest")[0]} == {"bob"}
 
 
 def test_one_index_file_per_generation_and_private_files(tmp_path):
@@ -77,7 +84,7 @@ def test_missing_or_stale_index_is_rebuilt_from_database(tmp_path):
     assert sorted(p.name for p in (tmp_path / "g").glob("index-*")) == ["index-1.faiss"]
     index_agrees(tmp_path / "g")
     with Gallery.open(tmp_path / "g") as g:
-        assert g.search(vectors[3:], top_k=1)[0][0].name == "bob"
+        assert g.search(vectors[3:], top_k=1, rule="nearest")[0][0].name == "bob"
     (tmp_path / "g" / "index-1.faiss").write_bytes(b"garbage")
     index_agrees(tmp_path / "g")
 
@@ -126,3 +133,16 @@ def test_names():
     for bad in ["", "  ", "a/b", "a\\b", "..", "bad\x00name", "tab\tname", "x" * 201, "bad\udcffname"]:
         with pytest.raises(InvalidNameError):
             validate_name(bad)
+
+
+def test_identify_threshold_grows_with_gallery_size():
+    from facerec.embedders import get_spec
+
+    thresholds = get_spec("dlib-resnet").thresholds
+    table = dict(thresholds.identify_by_gallery_size)
+    assert thresholds.identify_for(10) == pytest.approx(table[10])
+    assert table[1] < thresholds.identify_for(3) < table[5]  # interpolated in log(size)
+    assert thresholds.identify_for(10**6) == pytest.approx(table[max(table)])  # clamped beyond the data
+    sizes = sorted(table)
+    assert [table[s] for s in sizes] == sorted(table[s] for s in sizes)
+    assert get_spec("vggface2").thresholds.identify_for(10) == get_spec("vggface2").thresholds.identify

@@ -1,11 +1,14 @@
 """An embedder: a model spec, its loaded network and the exact weights file it came from.
 
-Loading is lazy (never at import) and cached per (model, weights file, device), so a notebook or a test
-that builds many FaceRecognizer objects loads each network once.
+What differs between model families (how the network is built from its weights file, what chip it
+takes, how pixels are scaled) is one small `Family` each; everything else is shared. Loading is lazy
+(never at import) and cached per (model, weights file, device), so a notebook or a test that builds many
+FaceRecognizer objects loads each network once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -13,13 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..align import facenet_chip
+from ..align import aligned_chip, facenet_chip
 from ..config import Settings
 from ..detect import Face
 from ..errors import ModelError
+from .dlib_resnet import DlibResNet, find_model_file, load_dlib_resnet
 from .facenet import build_facenet, facenet_input
-from .registry import ModelSpec, get_spec
-from .weights import load_state_dict, resolve_weights, sha256_file
+from .registry import DEFAULT_MODEL, OFFLINE_MODEL, ModelSpec, get_spec
+from .weights import load_state_dict, resolve_weights, sha256_file, unreachable
 
 
 def resolve_device(device: str) -> str:
@@ -33,6 +37,45 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def _load_dlib(path: Path, models_dir: Path) -> torch.nn.Module:
+    """dlib's own .dat file (converted once, cached in the models folder) or a state dict saved from it."""
+    if path.suffix == ".dat":
+        return load_dlib_resnet(models_dir, source=path)
+    module = DlibResNet.empty()
+    try:
+        module.load_state_dict(load_state_dict(path))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ModelError(f"{path} is not a dlib-resnet state dict ({first}); pass the right --weights file") from None
+    return module.eval()
+
+
+def _dlib_input(chips: np.ndarray) -> torch.Tensor:
+    # The network subtracts its channel means and scales by 1/256 itself.
+    return torch.from_numpy(np.ascontiguousarray(chips)).permute(0, 3, 1, 2).float()
+
+
+@dataclass(frozen=True)
+class Family:
+    load: Callable[[Path, Path], torch.nn.Module]
+    to_input: Callable[[np.ndarray], torch.Tensor]
+    chip: Callable[[np.ndarray, Face, ModelSpec], np.ndarray]
+
+
+FAMILIES: dict[str, Family] = {
+    "facenet": Family(
+        load=lambda path, _models_dir: build_facenet(load_state_dict(path), str(path)),
+        to_input=facenet_input,
+        chip=lambda image, face, spec: facenet_chip(image, face.box, size=spec.input_size, margin=spec.margin),
+    ),
+    "dlib": Family(
+        load=_load_dlib,
+        to_input=_dlib_input,
+        chip=lambda image, face, spec: aligned_chip(image, face.landmarks, size=spec.input_size),
+    ),
+}
+
+
 @dataclass(frozen=True)
 class Embedder:
     spec: ModelSpec
@@ -44,19 +87,38 @@ class Embedder:
 
     def chip(self, image: np.ndarray, face: Face) -> np.ndarray:
         """The model's input for one face of an RGB image."""
-        return facenet_chip(image, face.box, size=self.spec.input_size, margin=self.spec.margin)
+        return FAMILIES[self.spec.family].chip(image, face, self.spec)
 
-    def embed(self, chips: np.ndarray) -> np.ndarray:
-        """(N, H, W, 3) uint8 chips -> (N, dim) float32 unit vectors, in batches."""
+    def descriptors(self, chips: np.ndarray, *, mirrored: bool = False) -> np.ndarray:
+        """The network's raw outputs (N, dim) for (N, H, W, 3) uint8 chips, optionally mirrored, in batches."""
         if len(chips) == 0:
             return np.zeros((0, self.spec.dim), np.float32)
+        to_input = FAMILIES[self.spec.family].to_input
         out = []
         with torch.inference_mode():
             for start in range(0, len(chips), self.batch_size):
-                batch = facenet_input(chips[start : start + self.batch_size]).to(self.device)
-                vectors = torch.nn.functional.normalize(self.module(batch).float(), dim=1)
-                out.append(vectors.cpu().numpy())
-        return np.concatenate(out).astype(np.float32, copy=False)
+                batch = to_input(chips[start : start + self.batch_size]).to(self.device)
+                if mirrored:
+                    batch = torch.flip(batch, dims=[3])
+                out.append(self.module(batch).float().cpu().numpy())
+        return np.concatenate(out)
+
+    def embed(self, chips: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 chips -> (N, dim) float32 unit vectors.
+
+        With the model's test-time flip, each vector is the mean of the chip's and its mirror's.
+        """
+        vectors = self.descriptors(chips)
+        if self.spec.flip:
+            vectors = vectors + self.descriptors(chips, mirrored=True)
+        return normalise(vectors)
+
+
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    """Unit rows (float32); an all-zero row stays zero instead of becoming NaN."""
+    vectors = np.asarray(vectors, np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
 
 
 @lru_cache(maxsize=16)
@@ -67,13 +129,31 @@ def _digest(path: str, size: int, mtime_ns: int) -> str:
 
 
 @lru_cache(maxsize=4)
-def _load_module(family: str, path: str, sha256: str, device: str) -> torch.nn.Module:
+def _load_module(family: str, path: str, sha256: str, device: str, models_dir: str) -> torch.nn.Module:
     # sha256 is part of the key so that a file replaced in place is loaded again.
     del sha256
-    state_dict = load_state_dict(Path(path))
-    if family != "facenet":  # pragma: no cover - guarded by the registry
-        raise ModelError(f"no loader for model family {family!r}")
-    return build_facenet(state_dict, path).to(device)
+    return FAMILIES[family].load(Path(path), Path(models_dir)).to(device)
+
+
+def weights_path(spec: ModelSpec, weights: Path | None, settings: Settings, progress: bool) -> Path:
+    """The weights file a model would use: explicit, packaged, in the models folder, or downloaded."""
+    if weights is None and spec.url is None:
+        packaged = find_model_file()
+        if spec.sha256 and sha256_file(packaged) != spec.sha256:
+            raise ModelError(
+                f"{packaged} has an unexpected SHA-256; reinstall it: pip install --force-reinstall face_recognition_models"
+            )
+        return packaged
+    return resolve_weights(
+        spec.weights_file,
+        spec.url or "",
+        spec.sha256,
+        explicit=weights,
+        models_dir=settings.models_dir,
+        download_url=settings.download_url,
+        timeout=settings.download_timeout_s,
+        progress=progress,
+    )
 
 
 def load_embedder(
@@ -88,17 +168,29 @@ def load_embedder(
     settings = settings or Settings.from_env()
     spec = get_spec(model)
     device = resolve_device(device)
-    path = resolve_weights(
-        spec.weights_file,
-        spec.url,
-        spec.sha256,
-        explicit=weights,
-        models_dir=settings.models_dir,
-        download_url=settings.download_url,
-        timeout=settings.download_timeout_s,
-        progress=progress,
-    ).resolve()
+    path = weights_path(spec, weights, settings, progress).resolve()
     stat = path.stat()
     digest = _digest(str(path), stat.st_size, stat.st_mtime_ns)
-    module = _load_module(spec.family, str(path), digest, device)
+    module = _load_module(spec.family, str(path), digest, device, str(settings.models_dir))
     return Embedder(spec, module, device, path, digest, settings.batch_size)
+
+
+def choose_model(settings: Settings | None = None) -> tuple[str, str]:
+    """`--model auto`: the default model when its weights are here or can be downloaded, else the offline one.
+
+    Returns the model name and one line saying why. Offline, this fails fast (a HEAD request with a short
+    timeout) instead of waiting for a download that cannot come.
+    """
+    settings = settings or Settings.from_env()
+    spec = get_spec(DEFAULT_MODEL)
+    local = settings.models_dir / spec.weights_file
+    if local.is_file():
+        return spec.name, f"using {spec.name}: its weights are in {settings.models_dir}"
+    source = settings.download_url.rstrip("/") + "/" + spec.weights_file if settings.download_url else spec.url
+    why = unreachable(source, timeout=min(settings.download_timeout_s, 5.0))
+    if why is None:
+        return spec.name, f"using {spec.name}: its weights will be downloaded from {source}"
+    return OFFLINE_MODEL, (
+        f"using {OFFLINE_MODEL} (works offline): {spec.name} weights are not in {settings.models_dir} "
+        f"and cannot be downloaded ({why})"
+    )

@@ -26,7 +26,7 @@ from facerec.errors import ModelError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["sha256_file", "download", "resolve_weights", "load_state_dict"]
+__all__ = ["sha256_file", "download", "resolve_weights", "load_state_dict", "unreachable"]
 
 _BLOCK = 1 << 20  # 1 MiB
 _SIDECAR_SUFFIX = ".sha256"
@@ -391,3 +391,16 @@ def _write_error(dest: Path, exc: OSError) -> ModelError:
         f"cannot write {dest} ({_reason(exc)}): free some space or make {dest.parent} writable, "
         "set FACEREC_MODELS to another folder, or pass --weights FILE"
     )
+
+
+def unreachable(url: str, *, timeout: float = 5.0) -> str | None:
+    """Why url cannot be downloaded now (one line), or None when the server answers it.
+
+    A HEAD request, so deciding between an online and an offline model costs no download.
+    """
+    request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": _USER_AGENT})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return None
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        return _reason(exc)
