@@ -43,7 +43,12 @@ class PhotoVectors:
 
     def rows(self, paths: list[str | Path]) -> np.ndarray:
         where = {p: i for i, p in enumerate(self.paths)}
-        return np.array([where[str(p)] for p in paths], np.int64)
+        return np.array([where[_key(p)] for p in paths], np.int64)
+
+
+def _key(path: str | Path) -> str:
+    """Photos are known by their absolute path, however they were named on the command line."""
+    return str(Path(path).resolve())
 
 
 def cache_dir() -> Path:
@@ -88,7 +93,7 @@ def embed_photos(
     paths: list[Path], embedder: Embedder, detector: Detector, *, use_cache: bool = True, progress: bool = True
 ) -> PhotoVectors:
     """Descriptors of the central face of every photo (see the module docstring for photos without one)."""
-    keys = [str(p) for p in paths]
+    keys = [_key(p) for p in paths]
     cache = _cache_file(embedder)
     known = _load_cache(cache) if use_cache else {}
     todo = [p for p in dict.fromkeys(keys) if p not in known]
@@ -111,6 +116,8 @@ def embed_photos(
             for key, a, b in zip(chunk, embedder.descriptors(batch), embedder.descriptors(batch, mirrored=True)):
                 known[key] = (a, b, True)
         bar.update(len(todo[start : start + _CHUNK]))
+        if use_cache and (start // _CHUNK) % 16 == 15:  # an interrupted run resumes from here
+            _save_cache(cache, known)
     bar.close()
     if missing:
         mean = np.mean(np.array(landmarks), axis=0) if landmarks else None

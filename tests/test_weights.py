@@ -62,6 +62,14 @@ class Server:
                 else:
                     self.send_error(404)
 
+            def do_HEAD(self) -> None:  # noqa: N802
+                if self.path.endswith("/good.pt"):
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(GOOD)))
+                    self.end_headers()
+                else:
+                    self.send_error(404)
+
             def _send(self, body: bytes, length: int | None = None) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/octet-stream")
@@ -397,4 +405,12 @@ def test_load_state_dict_never_runs_code_from_the_file(tmp_path: Path) -> None:
 
 
 def test_module_exports() -> None:
-    assert set(weights.__all__) == {"sha256_file", "download", "resolve_weights", "load_state_dict"}
+    assert set(weights.__all__) == {"sha256_file", "download", "resolve_weights", "load_state_dict", "unreachable"}
+
+
+def test_unreachable_says_why_without_downloading(server: Server) -> None:
+    assert weights.unreachable(server.url("/good.pt")) is None
+    assert weights.unreachable(server.url("/missing.pt")) == "HTTP Error 404: Not Found"
+    assert server.counts["/good.pt"] == 0  # HEAD requests are not counted as downloads
+    refused = weights.unreachable(f"http://127.0.0.1:{_free_port()}/good.pt", timeout=2)
+    assert refused is not None and "refused" in refused.lower()
