@@ -178,7 +178,8 @@ def main() -> None:
             ratios.append(("dlib list", "dlib_list", f"batch {batch}", "batch"))
         ratios.append(("dlib per chip", "dlib_single", "batch 1", "batch1"))
         for label, key, which, suffix in ratios:
-            rows.append((f"speed-up, {label} / facerec {which}", f"{figures[f'speedup_{key}_vs_facerec_{suffix}']:.2f}x"))
+            ratio = figures[f"speedup_{key}_vs_facerec_{suffix}"]
+            rows.append((f"speed-up, {label} / facerec {which}", f"{ratio:.2f}x"))
         rows.append(("max |facerec - dlib| (sanity)", f"{figures['max_abs_diff_vs_dlib']:.2g}"))
     rows.append(("load average (start -> end)", f"{machine['loadavg_start'][0]} -> {machine['loadavg_end'][0]}"))
     print_table("dlib ResNet descriptor speed on CPU, facerec vs dlib", rows, machine)

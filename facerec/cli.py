@@ -195,6 +195,60 @@ def info(gallery: Path, device: str, as_json: bool) -> None:
     _emit(as_json, data, "\n".join(lines))
 
 
+@main.command()
+@click.option("--source", default="0", show_default=True, help="Camera index, video file, or stream URL (rtsp://, http://).")
+@gallery_option
+@click.option("--no-window", is_flag=True, help="Do not show a window (always the case without a display).")
+@click.option("--record", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write the annotated video here (.mp4).")
+@click.option("--events", "events_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Append one JSON line per event (a track appears, a track leaves) to this file.")
+@click.option("--realtime", is_flag=True, help="Pace a video file at its own frame rate instead of as fast as possible.")
+@click.option("--threshold", type=click.FloatRange(-1, 1), default=None, help="Override the identification threshold.")
+@click.option("--min-face-size", type=click.IntRange(min=12), default=40, show_default=True,
+              help="Smallest face to find, in pixels of the frame (sets how much frames are shrunk for detection).")
+@click.option("--detect-every", type=click.IntRange(min=1), default=2, show_default=True, help="Run the detector on every N-th frame.")
+@click.option("--reconnect-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds to keep reconnecting to a lost live source before giving up.")
+@click.option("--enroll", "enroll_name", default=None, help="Capture good frames of the one face in view and enroll them as NAME.")
+@model_options
+@json_option
+@handle_errors
+def watch(source: str, gallery: Path, no_window: bool, record: Path | None, events_file: Path | None, realtime: bool,
+          threshold: float | None, min_face_size: int, detect_every: int, reconnect_timeout: float,
+          enroll_name: str | None, weights: Path | None, device: str, as_json: bool) -> None:
+    """Name the people in a camera, video file or stream, live; `q` or Esc closes the window.
+
+    Ends with a summary (frames, people seen and for how long, processing rate). Exit code 2 when the
+    source cannot be opened, 1 when a live source is lost for longer than --reconnect-timeout.
+    """
+    from .stream import FrameSource, run_watch
+
+    rec = _recognizer(gallery, weights, device)
+    status = lambda message: click.echo(f"facerec: {message}", err=True)  # noqa: E731
+    if enroll_name is not None:
+        added = rec.enroll_from_video(enroll_name, source, on_status=status)
+        if rec.model_note:
+            click.echo(rec.model_note, err=True)
+        _emit(as_json, {"name": enroll_name, "faces_added": added}, f"enrolled {added} frames of {enroll_name}")
+        return
+    rec.gallery  # no gallery or the wrong model: say so before opening the camera
+    frames = FrameSource(source, realtime=realtime, reconnect_timeout=reconnect_timeout, on_status=status)
+    results = rec.watch(frames, threshold=threshold, min_face=min_face_size, detect_every=detect_every)
+    summary = run_watch(
+        results, frames.fps, window=not no_window, record=record, events_file=events_file,
+        on_frame=(lambda result: click.echo(json.dumps(result, ensure_ascii=False))) if as_json else None,
+    )
+    if as_json:
+        click.echo(json.dumps({"summary": summary}, ensure_ascii=False))
+    else:
+        click.echo(f"{summary['frames']} frames in {summary['seconds']:.1f} s ({summary['fps']:.1f} frames/s), "
+                   f"{summary['faces']} face detections, {summary['tracks']} tracks")
+        for name, seconds in summary["people"].items():
+            click.echo(f"  {name}: {seconds:.1f} s")
+        if summary["unknown_tracks"]:
+            click.echo(f"  unknown: {summary['unknown_tracks']} track(s)")
+
+
 def _embedder_and_detector(model: str, weights: Path | None, device: str):
     """For commands that need a model but no gallery (verify, eval): 'auto' says which it chose and why."""
     from .detect import Detector

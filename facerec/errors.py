@@ -60,3 +60,13 @@ class Interrupted(FacerecError):
     def __init__(self, message: str, report: object = None) -> None:
         super().__init__(message)
         self.report = report
+
+
+class SourceError(InputError):
+    """A camera, video file or stream that cannot be opened at all."""
+
+    exit_code = 2
+
+
+class StreamLostError(FacerecError):
+    """A live source that disappeared and did not come back within the reconnect time."""

@@ -216,12 +216,12 @@ class FaceRecognizer:
             )
         return self._detector
 
-    def threshold(self, threshold: float | None = None) -> float:
+    def threshold(self, threshold: float | None = None, *, video: bool = False) -> float:
         """The identification threshold in force: the one given, else the model's calibrated threshold
-        for a gallery of this many people."""
+        for a gallery of this many people (stricter for video, which sees many strangers)."""
         if threshold is not None:
             return threshold
-        return get_spec(self.model).thresholds.identify_for(self.gallery.people_count)
+        return get_spec(self.model).thresholds.identify_for(self.gallery.people_count, video=video)
 
     # -- faces -----------------------------------------------------------------------------------
     def detect(self, image: np.ndarray) -> list[Face]:
@@ -375,6 +375,80 @@ class FaceRecognizer:
                 write_image(draw_matches(pixels, result.faces), Path(annotate_dir), path.stem)
             yield result
 
+    # -- video ---------------------------------------------------------------------------------------
+    def _decider(self, threshold: float | None):
+        """decide(vectors) -> [(name or 'unknown', similarity)] against the gallery, for the stream tracker."""
+        gallery, limit = self.gallery, self.threshold(threshold, video=True)
+        rule = get_spec(self.model).thresholds.rule
+
+        def decide(vectors: np.ndarray) -> list[tuple[str, float]]:
+            out = []
+            for candidates in gallery.search(vectors, top_k=1, rule=rule):
+                best = candidates[0] if candidates else None
+                known = best is not None and best.similarity >= limit
+                out.append((best.name if known else UNKNOWN, best.similarity if best else 0.0))
+            return out
+
+        return decide
+
+    def video_detector(self, min_face: int = 40) -> Detector:
+        """MTCNN for frames: its image pyramid starts at 12/min_face of the frame, so the smallest face
+        asked for sets the cost (a 40 px minimum searches the frame at 30% size and below)."""
+        return Detector(
+            self.embedder.device,
+            min_face_size=min_face,
+            min_score=self.settings.min_face_score,
+            max_side=self.settings.detect_max_side,
+        )
+
+    def watch(
+        self,
+        source,
+        *,
+        threshold: float | None = None,
+        min_face: int = 40,
+        detect_every: int = 2,
+        realtime: bool = False,
+        reconnect_timeout: float = 30.0,
+        on_status=lambda message: None,
+    ):
+        """Per-frame results (faces, track names, appear/leave events) for a camera index, video file or
+        stream URL (or an open `stream.FrameSource`).
+
+        The last result has `end` set and carries the leave events of the tracks still open.
+        """
+        from .stream import FrameSource, Tracker, watch
+
+        tracker = Tracker(self.embed, self._decider(threshold))
+        frames = source if isinstance(source, FrameSource) else FrameSource(
+            str(source), realtime=realtime, reconnect_timeout=reconnect_timeout, on_status=on_status
+        )
+        try:
+            yield from watch(frames, self.video_detector(min_face), tracker, detect_every=detect_every)
+        finally:
+            frames.close()
+
+    def enroll_from_video(self, name: str, source: str | int, *, count: int = 5, timeout: float = 30.0,
+                          on_status=lambda message: None) -> int:
+        """Capture `count` good frames of the one face in view and enroll them as `name`."""
+        from .stream import FrameSource, collect_enrollment_frames
+
+        name = validate_name(name)
+        frames = FrameSource(str(source), on_status=on_status)
+        try:
+            chosen = collect_enrollment_frames(frames, self.video_detector(), count=count, timeout=timeout, on_status=on_status)
+        finally:
+            frames.close()
+        records, chips = [], []
+        for frame, face in chosen:
+            digest = hashlib.sha256(frame.image.tobytes()).hexdigest()
+            records.append(FaceRecord(name, f"{source}#frame{frame.index}", digest, face.box, face.score))
+            chips.append(self.embedder.chip(frame.image, face))
+        self._reader = None
+        with self._open_writer() as gallery:
+            gallery.add(records, self.embedder.embed(np.stack(chips)))
+        return len(records)
+
     # -- gallery management ----------------------------------------------------------------------
     def people(self) -> dict[str, int]:
         with Gallery.open(self.gallery_path) as gallery:
@@ -411,6 +485,7 @@ class FaceRecognizer:
             "device": self.embedder.device if self._embedder else _describe_device(self.device),
             "thresholds": {
                 "identify": round(spec.thresholds.identify_for(len(people)), 4),
+                "watch": round(spec.thresholds.identify_for(len(people), video=True), 4),
                 "verify": spec.thresholds.verify,
                 "rule": spec.thresholds.rule,
             },

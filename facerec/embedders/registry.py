@@ -27,10 +27,12 @@ class Thresholds:
     # (people in the gallery, identify threshold) pairs: a stranger meets more look-alikes in a larger
     # gallery, so the threshold that keeps false accepts at the calibrated rate rises with its size.
     identify_by_gallery_size: tuple[tuple[int, float], ...] = ()
+    # The same for video (`watch`), at a stricter false-accept rate: a camera sees many strangers pass.
+    watch_by_gallery_size: tuple[tuple[int, float], ...] = ()
 
-    def identify_for(self, people: int) -> float:
+    def identify_for(self, people: int, *, video: bool = False) -> float:
         """The identification threshold for a gallery of this many people (log-size interpolation)."""
-        table = self.identify_by_gallery_size
+        table = self.watch_by_gallery_size if video else self.identify_by_gallery_size
         if not table or people < 1:
             return self.identify
         sizes = np.log([size for size, _ in table])
@@ -105,8 +107,11 @@ def _thresholds() -> dict[str, Thresholds]:
     out = {}
     for name, values in raw.items():
         if not name.startswith("_"):
-            table = tuple((int(size), float(t)) for size, t in values.pop("identify_by_gallery_size", ()))
-            out[name] = Thresholds(**values, identify_by_gallery_size=table)
+            tables = {
+                key: tuple((int(size), float(t)) for size, t in values.pop(key, ()))
+                for key in ("identify_by_gallery_size", "watch_by_gallery_size")
+            }
+            out[name] = Thresholds(**values, **tables)
     return out
 
 
