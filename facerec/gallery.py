@@ -36,6 +36,7 @@ from .errors import (
     GalleryNotFoundError,
     InvalidNameError,
 )
+from .fileio import fsync_folder
 
 FORMAT_VERSION = 1
 DB_NAME = "gallery.sqlite"
@@ -98,14 +99,6 @@ def build_index(dim: int, ids: np.ndarray, vectors: np.ndarray) -> faiss.Index:
     if len(ids):
         index.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.ascontiguousarray(ids, np.int64))
     return index
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Gallery:
@@ -355,7 +348,7 @@ class Gallery:
                 os.close(fd)
             os.chmod(tmp, 0o600)
             os.replace(tmp, target)
-            _fsync_dir(self.path)
+            fsync_folder(self.path)
         except (OSError, RuntimeError) as exc:
             tmp.unlink(missing_ok=True)
             # The database already holds every face; the next open rebuilds the index from it.

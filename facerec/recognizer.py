@@ -81,6 +81,11 @@ class ImageResult:
         return asdict(self)
 
 
+def decide(candidates: list[Candidate], threshold: float) -> str:
+    """The name a face gets: its best candidate when at or above the threshold, else 'unknown'."""
+    return candidates[0].name if candidates and candidates[0].similarity >= threshold else UNKNOWN
+
+
 def plan_enrollment(photo_dir: Path) -> tuple[list[tuple[str, Path]], list[Skipped]]:
     """(person, photo) pairs: every sub-folder is a person; a loose image is a person named by its stem."""
     if not photo_dir.exists():
@@ -326,28 +331,25 @@ class FaceRecognizer:
         """Every face in one image, named by its best match or 'unknown' below the threshold."""
         name = "<array>" if isinstance(image, np.ndarray) else str(image)
         pixels = image if isinstance(image, np.ndarray) else read_image(image, max_pixels=self.settings.max_image_pixels)
-        return self._identify_pixels(name, pixels, threshold, top_k)[0]
+        return self._identify_pixels(name, pixels, threshold, top_k)
 
-    def _identify_pixels(self, name: str, pixels: np.ndarray, threshold: float | None, top_k: int) -> tuple[ImageResult, np.ndarray]:
+    def _identify_pixels(self, name: str, pixels: np.ndarray, threshold: float | None, top_k: int) -> ImageResult:
         gallery = self.gallery
         limit = self.threshold(threshold)
         faces = self.detect(pixels)
         rule = get_spec(self.model).thresholds.rule
         candidates = gallery.search(self.embed(pixels, faces), top_k=max(1, top_k), rule=rule)
-        matches = []
-        for face, cands in zip(faces, candidates):
-            best = cands[0] if cands else None
-            known = best is not None and best.similarity >= limit
-            matches.append(
-                FaceMatch(
-                    box=[round(v, 1) for v in face.box],
-                    score=round(face.score, 4),
-                    name=best.name if known else UNKNOWN,
-                    similarity=round(best.similarity, 4) if best else None,
-                    candidates=[Candidate(c.name, round(c.similarity, 4)) for c in cands],
-                )
+        matches = [
+            FaceMatch(
+                box=[round(v, 1) for v in face.box],
+                score=round(face.score, 4),
+                name=decide(cands, limit),
+                similarity=round(cands[0].similarity, 4) if cands else None,
+                candidates=[Candidate(c.name, round(c.similarity, 4)) for c in cands],
             )
-        return ImageResult(image=name, faces=matches, threshold=limit), pixels
+            for face, cands in zip(faces, candidates)
+        ]
+        return ImageResult(image=name, faces=matches, threshold=limit)
 
     def identify_paths(
         self,
@@ -370,7 +372,7 @@ class FaceRecognizer:
             except ImageError as exc:
                 yield ImageResult(image=str(path), error=str(exc))
                 continue
-            result, pixels = self._identify_pixels(str(path), pixels, threshold, top_k)
+            result = self._identify_pixels(str(path), pixels, threshold, top_k)
             if annotate_dir is not None:
                 write_image(draw_matches(pixels, result.faces), Path(annotate_dir), path.stem)
             yield result
@@ -382,12 +384,10 @@ class FaceRecognizer:
         rule = get_spec(self.model).thresholds.rule
 
         def decide(vectors: np.ndarray) -> list[tuple[str, float]]:
-            out = []
-            for candidates in gallery.search(vectors, top_k=1, rule=rule):
-                best = candidates[0] if candidates else None
-                known = best is not None and best.similarity >= limit
-                out.append((best.name if known else UNKNOWN, best.similarity if best else 0.0))
-            return out
+            return [
+                (decide(candidates, limit), candidates[0].similarity if candidates else 0.0)
+                for candidates in gallery.search(vectors, top_k=1, rule=rule)
+            ]
 
         return decide
 

@@ -9,18 +9,12 @@ import pytest
 from facerec.align import facenet_chip
 from facerec.detect import Detector
 from facerec.images import read_image
+from facerec.stream import iou
 
 
 @pytest.fixture(scope="module")
 def detector() -> Detector:
     return Detector("cpu")
-
-
-def iou(a, b) -> float:
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def test_every_face_with_landmarks(detector, shared):

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from tqdm import tqdm
 
 from facerec.errors import ModelError
+from facerec.fileio import fsync_folder
 
 if TYPE_CHECKING:
     import torch
@@ -103,7 +104,7 @@ def download(
     except BaseException:
         _remove_quietly(tmp)
         raise
-    _fsync_folder(folder)
+    fsync_folder(folder)
     return dest
 
 
@@ -319,7 +320,7 @@ def _write_sidecar(dest: Path, sidecar: Path) -> None:
                 f"make {dest.parent} writable, or pass --weights FILE"
             ) from exc
         raise
-    _fsync_folder(dest.parent)
+    fsync_folder(dest.parent)
 
 
 def _normalise_digest(sha256: str | None) -> str | None:
@@ -329,20 +330,6 @@ def _normalise_digest(sha256: str | None) -> str | None:
     if len(digest) != 64 or not set(digest) <= _HEX:
         raise ValueError(f"not a hex SHA-256 digest: {sha256!r}")
     return digest
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename durable; not every platform can open a folder (Windows), which is fine there."""
-    try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _remove_quietly(path: Path) -> None:
