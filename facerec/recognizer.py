@@ -383,13 +383,13 @@ class FaceRecognizer:
         gallery, limit = self.gallery, self.threshold(threshold, video=True)
         rule = get_spec(self.model).thresholds.rule
 
-        def decide(vectors: np.ndarray) -> list[tuple[str, float]]:
+        def name_vectors(vectors: np.ndarray) -> list[tuple[str, float]]:
             return [
                 (decide(candidates, limit), candidates[0].similarity if candidates else 0.0)
                 for candidates in gallery.search(vectors, top_k=1, rule=rule)
             ]
 
-        return decide
+        return name_vectors
 
     def video_detector(self, min_face: int = 40) -> Detector:
         """MTCNN for frames: its image pyramid starts at 12/min_face of the frame, so the smallest face

@@ -308,15 +308,18 @@ class Tracker:
 
 def watch(frames, detector: Detector, tracker: Tracker, *, detect_every: int = 2) -> Iterator[FrameResult]:
     """Per-frame results (faces with their track's current name, and events) for any frame iterable."""
-    last, interrupted = None, False
+    last, interrupted, detected_at = None, False, None
     try:
         for n, frame in enumerate(frames):
             faces = detector.detect(frame.image) if n % detect_every == 0 else None
+            detected_at = frame.time if faces is not None else detected_at
             events = tracker.update(frame.image, frame.time, faces)
+            # Only faces the last detection saw: a track kept alive to re-find its face is not drawn.
             shown = [
                 {"track": t.id, "box": [round(v, 1) for v in t.face.box], "name": t.name,
                  "similarity": None if t.similarity is None else round(t.similarity, 4)}
                 for t in tracker.tracks.values()
+                if t.last_seen == detected_at
             ]
             last = frame
             yield FrameResult(frame.index, frame.time, shown, events, frame.image)
