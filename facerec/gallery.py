@@ -101,6 +101,12 @@ def build_index(dim: int, ids: np.ndarray, vectors: np.ndarray) -> faiss.Index:
     return index
 
 
+def _unreadable(db_path: Path, exc: Exception) -> GalleryError:
+    return GalleryError(
+        f"{db_path} is not a readable gallery database ({exc}); restore it from a backup or enroll into a new gallery"
+    )
+
+
 class Gallery:
     """A gallery folder opened for reading (`Gallery.open`) or writing (`Gallery.open_for_write`).
 
@@ -127,7 +133,7 @@ class Gallery:
                 db.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             self.close()
-            raise GalleryError(f"{path / DB_NAME} is not a readable gallery database ({exc}); restore it from a backup or enroll into a new gallery") from None
+            raise _unreadable(path / DB_NAME, exc) from None
         except BaseException:
             self.close()
             raise
@@ -143,6 +149,20 @@ class Gallery:
             )
         db = cls._connect(path / DB_NAME, read_only=True)
         return cls(path, db, None)
+
+    @classmethod
+    def read_meta(cls, path: str | Path) -> dict[str, str] | None:
+        """The gallery's metadata (model, weights, ...) without loading its faces; None when there is none."""
+        db_path = Path(path) / DB_NAME
+        if not db_path.is_file():
+            return None
+        db = cls._connect(db_path, read_only=True)
+        try:
+            return dict(db.execute("SELECT key, value FROM meta"))
+        except sqlite3.DatabaseError as exc:
+            raise _unreadable(db_path, exc) from None
+        finally:
+            db.close()
 
     @classmethod
     def open_for_write(
@@ -188,7 +208,7 @@ class Gallery:
             db.execute("SELECT count(*) FROM sqlite_master").fetchone()
             return db
         except sqlite3.DatabaseError as exc:
-            raise GalleryError(f"{db_path} is not a readable gallery database ({exc}); restore it from a backup or enroll into a new gallery") from None
+            raise _unreadable(db_path, exc) from None
 
     @staticmethod
     def _initialise(db: sqlite3.Connection, create: dict[str, str]) -> None:

@@ -26,7 +26,7 @@ from .config import Settings, default_gallery_dir
 from .detect import Detector, Face, choose_main_face
 from .embedders import Embedder, choose_model, get_spec, load_embedder
 from .errors import FacerecError, GalleryMismatchError, ImageError, InputError, Interrupted, InvalidNameError
-from .gallery import DB_NAME, Candidate, FaceRecord, Gallery, validate_name
+from .gallery import Candidate, FaceRecord, Gallery, validate_name
 from .images import decode_image, is_image_path, iter_image_files, read_bytes, read_image
 
 UNKNOWN = "unknown"
@@ -167,10 +167,7 @@ class FaceRecognizer:
 
     # -- models ----------------------------------------------------------------------------------
     def _stored_meta(self) -> dict[str, str] | None:
-        if not (self.gallery_path / DB_NAME).is_file():
-            return None
-        with Gallery.open(self.gallery_path) as gallery:
-            return dict(gallery.meta)
+        return Gallery.read_meta(self.gallery_path)
 
     @property
     def model(self) -> str:
