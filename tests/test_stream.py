@@ -260,3 +260,21 @@ def test_ctrl_c_leaves_complete_recording_and_events(video_gallery, shared, tmp_
     playback = cv2.VideoCapture(str(record))
     assert playback.isOpened() and 10 < int(playback.get(cv2.CAP_PROP_FRAME_COUNT)) < 275
     assert playback.read()[0]
+
+
+def test_window_q_quits(monkeypatch):
+    """With a display, frames are shown and `q` ends the run cleanly (cv2's window calls stand in)."""
+    import cv2
+
+    from facerec.stream import FrameResult, run_watch
+
+    shown, keys = [], iter([-1, -1, ord("q")])
+    monkeypatch.setenv("DISPLAY", ":99")
+    monkeypatch.setattr(cv2, "imshow", lambda title, image: shown.append(image.shape))
+    monkeypatch.setattr(cv2, "waitKey", lambda delay: next(keys))
+    monkeypatch.setattr(cv2, "destroyAllWindows", lambda: shown.append("closed"))
+    image = np.zeros((48, 64, 3), np.uint8)
+    face = {"track": 1, "box": [1, 1, 20, 20], "name": "alice", "similarity": 0.97}
+    results = (FrameResult(i, i / 25, [face], [], image) for i in range(10))
+    summary = run_watch(results, 25.0, window=True)
+    assert summary["frames"] == 3 and shown == [(48, 64, 3)] * 3 + ["closed"]
