@@ -259,9 +259,7 @@ def _embedder_and_detector(model: str, weights: Path | None, device: str):
         model, note = choose_model(settings)
         click.echo(note, err=True)
     embedder = load_embedder(model, weights=weights, device=device, settings=settings, progress=sys.stderr.isatty())
-    detector = Detector(embedder.device, min_face_size=settings.min_face_size, min_score=settings.min_face_score,
-                        max_side=settings.detect_max_side)
-    return embedder, detector, settings
+    return embedder, Detector.from_settings(embedder.device, settings), settings
 
 
 model_choice = click.option("--model", type=click.Choice(["auto", *sorted(MODELS)]), default="auto", show_default=True,

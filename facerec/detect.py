@@ -13,6 +13,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from .config import Settings
+
 # PNet's window is 12 px: no detector setting can find a face smaller than that in the detection image.
 _PNET_WINDOW = 12
 
@@ -65,6 +67,16 @@ class Detector:
         self.min_face_size = min_face_size
         self.min_score = min_score
         self.max_side = max_side
+
+    @classmethod
+    def from_settings(cls, device: str, settings: Settings, *, min_face_size: int | None = None) -> "Detector":
+        """A detector with the configured score floor and size limit (and minimum face unless given)."""
+        return cls(
+            device,
+            min_face_size=min_face_size or settings.min_face_size,
+            min_score=settings.min_face_score,
+            max_side=settings.detect_max_side,
+        )
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces sorted by decreasing area."""

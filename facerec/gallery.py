@@ -22,6 +22,7 @@ import os
 import sqlite3
 import time
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -246,6 +247,7 @@ class Gallery:
     def _load(self) -> None:
         rows = self._db.execute("SELECT id, person FROM faces ORDER BY id").fetchall()
         self._person_of = {face_id: person for face_id, person in rows}
+        self._faces_of = Counter(self._person_of.values())  # faces per person, kept with _person_of
         self.generation = int(self.meta["generation"])
         index_path = self._index_path(self.generation)
         index = None
@@ -286,7 +288,7 @@ class Gallery:
 
     @property
     def people_count(self) -> int:
-        return len(set(self._person_of.values()))
+        return len(self._faces_of)
 
     def people(self) -> dict[str, int]:
         return dict(self._db.execute("SELECT person, count(*) FROM faces GROUP BY person ORDER BY person").fetchall())
@@ -321,21 +323,23 @@ class Gallery:
         vectors = np.ascontiguousarray(vectors, np.float32)
         if vectors.shape != (len(records), self.dim):
             raise ValueError(f"expected {len(records)} vectors of {self.dim} dims, got {vectors.shape}")
+        names = [validate_name(r.person) for r in records]  # before anything is written
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         ids: list[int] = []
 
         def insert(db: sqlite3.Connection) -> None:
-            for record, vector in zip(records, vectors):
+            for name, record, vector in zip(names, records, vectors):
                 cursor = db.execute(
                     "INSERT INTO faces(person, source, sha256, x1, y1, x2, y2, score, enrolled_at, vector)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (validate_name(record.person), record.source, record.sha256, *record.box, record.score, now, vector.tobytes()),
+                    (name, record.source, record.sha256, *record.box, record.score, now, vector.tobytes()),
                 )
                 ids.append(cursor.lastrowid)
 
         self._write(insert)
         self._index.add_with_ids(vectors, np.array(ids, np.int64))
-        self._person_of.update(zip(ids, (validate_name(r.person) for r in records)))
+        self._person_of.update(zip(ids, names))
+        self._faces_of.update(names)
         self._centroids = None
         return ids
 
@@ -349,6 +353,7 @@ class Gallery:
         self._index.remove_ids(np.array(ids, np.int64))
         for face_id in ids:
             del self._person_of[face_id]
+        del self._faces_of[name]
         self._centroids = None
         return len(ids)
 
@@ -386,7 +391,7 @@ class Gallery:
         if self._centroids is None:
             ids = faiss.vector_to_array(self._index.id_map)
             vectors = self._index.index.reconstruct_n(0, self._index.ntotal)
-            people = sorted(set(self._person_of.values()))
+            people = sorted(self._faces_of)
             row = {name: i for i, name in enumerate(people)}
             sums = np.zeros((len(people), self.dim), np.float64)
             np.add.at(sums, [row[self._person_of[int(i)]] for i in ids], vectors)

@@ -210,12 +210,7 @@ class FaceRecognizer:
     @property
     def detector(self) -> Detector:
         if self._detector is None:
-            self._detector = Detector(
-                self.embedder.device,
-                min_face_size=self.min_face_size,
-                min_score=self.settings.min_face_score,
-                max_side=self.settings.detect_max_side,
-            )
+            self._detector = Detector.from_settings(self.embedder.device, self.settings, min_face_size=self.min_face_size)
         return self._detector
 
     def threshold(self, threshold: float | None = None, *, video: bool = False) -> float:
@@ -376,7 +371,7 @@ class FaceRecognizer:
 
     # -- video ---------------------------------------------------------------------------------------
     def _decider(self, threshold: float | None):
-        """decide(vectors) -> [(name or 'unknown', similarity)] against the gallery, for the stream tracker."""
+        """name_vectors(vectors) -> [(name or 'unknown', similarity)] against the gallery, for the stream tracker."""
         gallery, limit = self.gallery, self.threshold(threshold, video=True)
         rule = get_spec(self.model).thresholds.rule
 
@@ -391,12 +386,7 @@ class FaceRecognizer:
     def video_detector(self, min_face: int = 40) -> Detector:
         """MTCNN for frames: its image pyramid starts at 12/min_face of the frame, so the smallest face
         asked for sets the cost (a 40 px minimum searches the frame at 30% size and below)."""
-        return Detector(
-            self.embedder.device,
-            min_face_size=min_face,
-            min_score=self.settings.min_face_score,
-            max_side=self.settings.detect_max_side,
-        )
+        return Detector.from_settings(self.embedder.device, self.settings, min_face_size=min_face)
 
     def watch(
         self,
