@@ -190,7 +190,12 @@ def forget(name: str, gallery: Path, as_json: bool) -> None:
 def info(gallery: Path, device: str, as_json: bool) -> None:
     """Show the gallery, its model, thresholds, counts, and the versions in use."""
     data = FaceRecognizer(gallery, device=device).info()
-    lines = [f"{key}: {value}" for key, value in data.items() if key != "versions"]
+    lines = [f"{key}: {value}" for key, value in data.items() if key not in ("versions", "adapted")]
+    if data["adapted"]:
+        adapted = data["adapted"]
+        lines.append(f"adapted: {adapted['created']} on {adapted['people']} people, new-people accuracy "
+                     f"{adapted['before']['new_people']:.4f} -> {adapted['after']['new_people']:.4f}, general check "
+                     f"{adapted['before']['general']:.4f} -> {adapted['after']['general']:.4f}; base {adapted['base_weights']}")
     lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()))
     _emit(as_json, data, "\n".join(lines))
 
@@ -247,6 +252,58 @@ def watch(source: str, gallery: Path, no_window: bool, record: Path | None, even
             click.echo(f"  {name}: {seconds:.1f} s")
         if summary["unknown_tracks"]:
             click.echo(f"  unknown: {summary['unknown_tracks']} track(s)")
+
+
+@main.command()
+@gallery_option
+@click.option("--photos", "photo_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Train on this labelled photo folder (enroll layout) instead of the gallery's faces.")
+@click.option("--lfw", "lfw_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="LFW folder (with pairs.txt) for the general check; without it, some people are held back instead.")
+@click.option("--epochs", type=click.IntRange(1, 200), default=15, show_default=True, help="Most epochs to train (early stopping may end sooner).")
+@click.option("--holdout", type=click.FloatRange(0.05, 0.9), default=0.3, show_default=True,
+              help="Share of each person's photos held out from training, to decide with.")
+@click.option("--max-drop", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+              help="Largest drop of the general check a kept model may cause.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where to train.")
+@click.option("--dry-run", is_flag=True, help="Train and measure, but keep nothing.")
+@click.option("--rollback", is_flag=True, help="Return the gallery to its base model and re-embed it.")
+@json_option
+@handle_errors
+def adapt(gallery: Path, photo_dir: Path | None, lfw_dir: Path | None, epochs: int, holdout: float, max_drop: float,
+          device: str, dry_run: bool, rollback: bool, as_json: bool) -> None:
+    """Fine-tune the embedder to the gallery's people; keep it only when held-out photos prove it better.
+
+    Reports, before and after, identification of held-out photos of the new people and a general check
+    (LFW pairs with --lfw, else people held back from training). A kept model is saved in the models
+    folder and the gallery is re-embedded with it; --rollback undoes that. Exits 0 whether or not the
+    model was kept (see "kept" in --json).
+    """
+    from dataclasses import replace
+
+    from .adapt import AdaptOptions
+
+    rec = _recognizer(gallery, None, device)
+    if rollback:
+        done = rec.rollback()
+        _emit(as_json, done.to_dict(), f"gallery {done.gallery} is back on {done.model} ({done.weights}): "
+              f"{done.restored} faces restored, {done.re_embedded} embedded again")
+        return
+    options = replace(AdaptOptions(), epochs=epochs, holdout=holdout, max_drop=max_drop)
+    report = rec.adapt(photo_dir, lfw=lfw_dir, options=options, dry_run=dry_run)
+    verdict = "kept" if report.kept else "not kept"
+    lines = [
+        f"adapted {report.model} on {report.people} people from {report.source} ({report.device}, {report.seconds:.0f} s, "
+        f"{report.epochs_run} epochs, best {report.best_epoch})",
+        f"  {'':<34}{'before':>8}{'after':>8}",
+        f"  {'new people, held-out photos':<34}{report.before.new_people:>8.4f}{report.after.new_people:>8.4f}"
+        f"   ({report.gate_photos} photos)",
+        f"  {'general check':<34}{report.before.general:>8.4f}{report.after.general:>8.4f}   ({report.general_check})",
+        f"{verdict}: {report.reason}",
+    ]
+    if report.checkpoint:
+        lines.append(f"checkpoint {report.checkpoint}; gallery re-embedded (undo: facerec adapt --rollback --gallery {gallery})")
+    _emit(as_json, report.to_dict(), "\n".join(lines))
 
 
 def _embedder_and_detector(model: str, weights: Path | None, device: str):

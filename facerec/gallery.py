@@ -259,17 +259,29 @@ class Gallery:
             if index is not None and (index.ntotal != len(rows) or index.d != self.dim):
                 index = None
         if index is None:  # crashed writer, or first open after a version change: rebuild from the truth
-            ids, vectors = self._all_vectors()
+            ids, vectors = self.vectors()
             index = build_index(self.dim, ids, vectors)
             self._dirty = self._lock_fd is not None
         self._index = index
         self._centroids: tuple[list[str], np.ndarray] | None = None  # built on first centroid search
 
-    def _all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        rows = self._db.execute("SELECT id, vector FROM faces ORDER BY id").fetchall()
+    def vectors(self, table: str = "faces") -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of every stored face, by id; table "base_vectors" gives those kept by `adapt`."""
+        if table == "base_vectors" and not self._has_base_vectors():
+            return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
+        key = {"faces": "id", "base_vectors": "face_id"}[table]
+        rows = self._db.execute(f"SELECT {key}, vector FROM {table} ORDER BY {key}").fetchall()
         ids = np.array([r[0] for r in rows], np.int64)
         vectors = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), self.dim)
         return ids, vectors
+
+    def _has_base_vectors(self) -> bool:
+        return self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'base_vectors'").fetchone() is not None
+
+    def records(self) -> list[tuple[int, FaceRecord]]:
+        """Every stored face's id and record, by id: what re-embedding a gallery starts from."""
+        rows = self._db.execute("SELECT id, person, source, sha256, x1, y1, x2, y2, score FROM faces ORDER BY id")
+        return [(r[0], FaceRecord(r[1], r[2], r[3], (r[4], r[5], r[6], r[7]), r[8])) for r in rows]
 
     def _index_path(self, generation: int) -> Path:
         return self.path / f"index-{generation}.faiss"
@@ -384,6 +396,51 @@ class Gallery:
         for stale in self.path.glob(".index-*.tmp"):
             stale.unlink(missing_ok=True)
         self._dirty = False
+
+    def replace_vectors(
+        self,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        meta: dict[str, str | None],
+        *,
+        keep_base: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        """Re-embed the whole gallery in one transaction: every face's vector and the metadata that says
+        which weights made them (a None value deletes a key).
+
+        keep_base: (ids, vectors) to remember as the base model's, for an exact rollback (kept where a face
+        already has one); None forgets every remembered base vector.
+        """
+        ids = np.asarray(ids, np.int64)
+        vectors = np.ascontiguousarray(vectors, np.float32)
+        if sorted(ids.tolist()) != sorted(self._person_of) or vectors.shape != (len(ids), self.dim):
+            raise ValueError("replace_vectors needs one vector of the gallery's size for every stored face")
+
+        def rewrite(db: sqlite3.Connection) -> None:
+            db.executemany("UPDATE faces SET vector = ? WHERE id = ?", [(v.tobytes(), int(i)) for i, v in zip(ids, vectors)])
+            for key, value in meta.items():
+                if value is None:
+                    db.execute("DELETE FROM meta WHERE key = ?", (key,))
+                else:
+                    db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+            db.execute("CREATE TABLE IF NOT EXISTS base_vectors (face_id INTEGER PRIMARY KEY, vector BLOB NOT NULL)")
+            if keep_base is None:
+                db.execute("DELETE FROM base_vectors")
+            else:
+                db.execute("DELETE FROM base_vectors WHERE face_id NOT IN (SELECT id FROM faces)")
+                db.executemany(
+                    "INSERT OR IGNORE INTO base_vectors(face_id, vector) VALUES (?, ?)",
+                    [(int(i), np.asarray(v, np.float32).tobytes()) for i, v in zip(*keep_base)],
+                )
+
+        self._write(rewrite)
+        for key, value in meta.items():
+            if value is None:
+                self.meta.pop(key, None)
+            else:
+                self.meta[key] = value
+        self._index = build_index(self.dim, ids, vectors)
+        self._centroids = None
 
     # -- searching -------------------------------------------------------------------------------
     def _person_centroids(self) -> tuple[list[str], np.ndarray]:

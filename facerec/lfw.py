@@ -23,7 +23,7 @@ from .errors import InputError
 from .evaluate import PairsResult, read_pairs, ten_fold
 from .images import read_image
 
-_CHUNK = 64
+_CHUNK = 1024  # photos per cache save: an interrupted run loses at most this many
 
 
 @dataclass
@@ -89,46 +89,54 @@ def _save_cache(path: Path, known: dict[str, tuple[np.ndarray, np.ndarray, bool]
     os.replace(tmp, path)
 
 
+def central_chips(
+    paths: list[str], embedder: Embedder, detector: Detector, *, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """The model's chip of the central face of every photo, and whether a face was detected there (see the
+    module docstring for photos without one)."""
+    chips: list[np.ndarray | None] = []
+    missing: list[tuple[int, np.ndarray]] = []
+    landmarks = []
+    for key in tqdm(paths, desc="detect", unit="photo", disable=not progress, leave=False):
+        image = read_image(key)
+        face = central_face(detector.detect(image), image.shape[1], image.shape[0])
+        if face is None:
+            missing.append((len(chips), image))
+            chips.append(None)
+            continue
+        chips.append(embedder.chip(image, face))
+        landmarks.append(face.landmarks)
+    if missing:
+        mean = np.mean(np.array(landmarks), axis=0) if landmarks else None
+        for row, image in missing:
+            if mean is None:  # pragma: no cover - only when no face at all was found
+                mean = np.array([[0.4, 0.45], [0.6, 0.45], [0.5, 0.55], [0.42, 0.65], [0.58, 0.65]]) * image.shape[1::-1]
+            face = Face((0.0, 0.0, float(image.shape[1]), float(image.shape[0])), 0.0, tuple(map(tuple, mean)))
+            chips[row] = embedder.chip(image, face)
+    detected = np.ones(len(paths), bool)
+    detected[[row for row, _ in missing]] = False
+    size = embedder.spec.input_size
+    return (np.stack(chips) if chips else np.zeros((0, size, size, 3), np.uint8)), detected
+
+
 def embed_photos(
     paths: list[Path], embedder: Embedder, detector: Detector, *, use_cache: bool = True, progress: bool = True
 ) -> PhotoVectors:
-    """Descriptors of the central face of every photo (see the module docstring for photos without one)."""
+    """Raw descriptors (plain and mirrored) of the central face of every photo, cached per weights file."""
     keys = [_key(p) for p in paths]
     cache = _cache_file(embedder)
     known = _load_cache(cache) if use_cache else {}
     todo = [p for p in dict.fromkeys(keys) if p not in known]
-    missing: list[tuple[str, np.ndarray]] = []
-    landmarks = []
     bar = tqdm(total=len(todo), desc=f"embed ({embedder.spec.name})", unit="photo", disable=not progress)
     for start in range(0, len(todo), _CHUNK):
-        chunk, chips = [], []
-        for key in todo[start : start + _CHUNK]:
-            image = read_image(key)
-            face = central_face(detector.detect(image), image.shape[1], image.shape[0])
-            if face is None:
-                missing.append((key, image))
-                continue
-            chunk.append(key)
-            chips.append(embedder.chip(image, face))
-            landmarks.append(face.landmarks)
-        if chips:
-            batch = np.stack(chips)
-            for key, a, b in zip(chunk, embedder.descriptors(batch), embedder.descriptors(batch, mirrored=True)):
-                known[key] = (a, b, True)
-        bar.update(len(todo[start : start + _CHUNK]))
-        if use_cache and (start // _CHUNK) % 16 == 15:  # an interrupted run resumes from here
+        chunk = todo[start : start + _CHUNK]
+        chips, detected = central_chips(chunk, embedder, detector)
+        for key, a, b, found in zip(chunk, embedder.descriptors(chips), embedder.descriptors(chips, mirrored=True), detected):
+            known[key] = (a, b, bool(found))
+        bar.update(len(chunk))
+        if use_cache:  # an interrupted run resumes from here
             _save_cache(cache, known)
     bar.close()
-    if missing:
-        mean = np.mean(np.array(landmarks), axis=0) if landmarks else None
-        for key, image in missing:
-            if mean is None:  # pragma: no cover - only when no face at all was found
-                mean = np.array([[0.4, 0.45], [0.6, 0.45], [0.5, 0.55], [0.42, 0.65], [0.58, 0.65]]) * image.shape[1::-1]
-            face = Face((0.0, 0.0, float(image.shape[1]), float(image.shape[0])), 0.0, tuple(map(tuple, mean)))
-            chip = embedder.chip(image, face)[None]
-            known[key] = (embedder.descriptors(chip)[0], embedder.descriptors(chip, mirrored=True)[0], False)
-    if todo and use_cache:
-        _save_cache(cache, known)
     return PhotoVectors(
         paths=keys,
         plain=np.stack([known[k][0] for k in keys]).astype(np.float32),

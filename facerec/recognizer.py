@@ -22,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import __version__
+from .adapt import AdaptOptions, AdaptReport, RollbackReport, ScoreMap, adapt_gallery, describe, rollback_gallery
 from .config import Settings, default_gallery_dir
 from .detect import Detector, Face, choose_main_face
 from .embedders import Embedder, choose_model, get_spec, load_embedder
@@ -196,6 +197,11 @@ class FaceRecognizer:
             remembered = Path(meta["weights_path"]) if meta.get("weights_path") else None
             if weights is None and remembered is not None and remembered.is_file():
                 weights = remembered
+            elif weights is None and remembered is not None and "adapted" in meta:
+                raise GalleryMismatchError(
+                    f"gallery {self.gallery_path} uses the adapted model {remembered}, which is missing; put it back, "
+                    f"or return to the base model: facerec adapt --rollback --gallery {self.gallery_path}"
+                )
             embedder = load_embedder(self.model, weights=weights, device=self.device, settings=self.settings, progress=self.progress)
             stored_sha = meta.get("weights_sha256")
             if stored_sha and stored_sha != embedder.weights_sha256:
@@ -218,7 +224,14 @@ class FaceRecognizer:
         for a gallery of this many people (stricter for video, which sees many strangers)."""
         if threshold is not None:
             return threshold
-        return get_spec(self.model).thresholds.identify_for(self.gallery.people_count, video=video)
+        gallery = self.gallery
+        return self._calibrated(get_spec(self.model).thresholds.identify_for(gallery.people_count, video=video), gallery.meta)
+
+    @staticmethod
+    def _calibrated(threshold: float, meta: dict[str, str]) -> float:
+        """A base-model threshold, moved onto an adapted model's score scale when the gallery is adapted."""
+        score_map = ScoreMap.from_meta(meta)
+        return score_map.apply(threshold) if score_map else threshold
 
     # -- faces -----------------------------------------------------------------------------------
     def detect(self, image: np.ndarray) -> list[Face]:
@@ -436,6 +449,30 @@ class FaceRecognizer:
             gallery.add(records, self.embedder.embed(np.stack(chips)))
         return len(records)
 
+    # -- adapting --------------------------------------------------------------------------------
+    def adapt(self, photo_dir: str | Path | None = None, *, lfw: str | Path | None = None,
+              options: AdaptOptions | None = None, dry_run: bool = False) -> AdaptReport:
+        """Fine-tune the embedder on the gallery's faces (or a labelled photo folder) and keep it only when
+        it identifies held-out photos better without forgetting (see facerec.adapt)."""
+        plan = None
+        if photo_dir is not None:
+            plan, _ = plan_enrollment(Path(photo_dir))
+        self.close()
+        self._embedder = None
+        return adapt_gallery(
+            self.gallery_path, settings=self.settings, device=self.device, min_face_size=self.min_face_size,
+            photos=plan, photos_label=str(photo_dir) if photo_dir is not None else None,
+            lfw=Path(lfw) if lfw is not None else None, options=options or AdaptOptions(), dry_run=dry_run,
+            progress=self.progress,
+        )
+
+    def rollback(self) -> RollbackReport:
+        """Return the gallery to its base model (exactly the vectors it had before adapting)."""
+        self.close()
+        self._embedder = None
+        return rollback_gallery(self.gallery_path, settings=self.settings, device=self.device,
+                                min_face_size=self.min_face_size, progress=self.progress)
+
     # -- gallery management ----------------------------------------------------------------------
     def people(self) -> dict[str, int]:
         with Gallery.open(self.gallery_path) as gallery:
@@ -462,17 +499,19 @@ class FaceRecognizer:
             people = gallery.people()
             meta = dict(gallery.meta)
         spec = get_spec(meta["model"])
+        identify_at = lambda video: round(self._calibrated(spec.thresholds.identify_for(len(people), video=video), meta), 4)  # noqa: E731
         return {
             "gallery": str(self.gallery_path.resolve()),
             "model": spec.name,
             "model_description": spec.description,
             "weights": meta.get("weights_path"),
             "weights_sha256": meta.get("weights_sha256"),
+            "adapted": describe(meta),
             "dim": spec.dim,
             "device": self.embedder.device if self._embedder else _describe_device(self.device),
             "thresholds": {
-                "identify": round(spec.thresholds.identify_for(len(people)), 4),
-                "watch": round(spec.thresholds.identify_for(len(people), video=True), 4),
+                "identify": identify_at(False),
+                "watch": identify_at(True),
                 "verify": spec.thresholds.verify,
                 "rule": spec.thresholds.rule,
             },

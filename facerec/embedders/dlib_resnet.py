@@ -21,8 +21,6 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -39,6 +37,7 @@ from facerec.embedders.dlib_format import (
     parse_resnet,
 )
 from facerec.errors import ModelError
+from facerec.fileio import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -207,28 +206,7 @@ def _save_cache(model: DlibResNet, path: Path, digest: str) -> None:
         "distance_threshold": model.distance_threshold,
         "state_dict": model.state_dict(),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(blob, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable; not possible everywhere
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+    write_atomically(path, lambda f: torch.save(blob, f), mode=0o644)
 
 
 def load_dlib_resnet(models_dir: Path, source: Path | None = None) -> DlibResNet:

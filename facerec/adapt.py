@@ -1,0 +1,608 @@
+"""Few-shot adaptation of the embedder to a gallery's people: trained, measured, gated and reversible.
+
+Naive fine-tuning on a few photos per person often makes embeddings worse, so every choice here is
+about keeping what the pretrained model knows and proving any gain before keeping it:
+
+* Metric learning on unit vectors: a CosFace (additive-margin softmax) head whose class weights start at
+  the people's mean base embeddings, so the first steps refine the existing geometry instead of fitting
+  a random classifier.
+* Only the last stage of the network learns (`TRAINABLE`), at a low rate; the network stays in eval mode,
+  so batch-norm statistics never move (dlib's are folded into fixed affine layers anyway). Face-safe
+  augmentation (flip, colour jitter, small affine, blur, greyscale), a fixed seed, early stopping on a
+  held-out split, mixed precision on a GPU.
+* Measured on photos that training never saw, before and after: identification of the new people (the
+  gate split, disjoint from the early-stopping split) and a general check that shows forgetting (a fixed
+  LFW subset, or people held back from training). The model is kept only when the first improves and the
+  second drops by no more than `max_drop`.
+* A kept model is a plain state dict in the models folder (loaded like any weights file) with a JSON
+  record beside it; the gallery is re-embedded in one transaction and keeps its base vectors, so
+  `rollback` restores the base model's results exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .config import Settings
+from .detect import Detector, choose_main_face
+from .embedders import Embedder, load_embedder
+from .embedders.base import FAMILIES
+from .errors import GalleryMismatchError, ImageError, InputError, ModelError
+from .evaluate import read_pairs, ten_fold
+from .fileio import write_atomically
+from .gallery import FaceRecord, Gallery
+from .images import decode_image, read_bytes
+from .lfw import central_chips
+from .stream import iou
+
+# Parameter-name prefixes that learn, per model family: the last stage and the embedding layer.
+TRAINABLE = {
+    "dlib": ("blocks.11.", "blocks.12.", "blocks.13.", "fc."),
+    "facenet": ("repeat_3.", "block8.", "last_linear.", "last_bn."),
+}
+# LFW pairs of these folds (of 10) form the general check: 1,200 pairs, the same for every run.
+LFW_CHECK_FOLDS = 2
+# Share of the people held back from training for the general check when no --lfw is given.
+GENERAL_PEOPLE_SHARE = 0.2
+
+
+@dataclass(frozen=True)
+class AdaptOptions:
+    """How to train and when to keep the result; the defaults were chosen on low-resolution LFW."""
+
+    epochs: int = 15
+    holdout: float = 0.3  # share of each training person's photos held out for measuring
+    max_drop: float = 0.01  # largest drop of the general check that a kept model may cause
+    lr: float = 3e-5  # the network's trainable layers
+    head_lr: float = 1e-3  # the CosFace class weights
+    margin: float = 0.1
+    scale: float = 30.0
+    weight_decay: float = 1e-4
+    batch_size: int = 32
+    patience: int = 4  # epochs without a better held-out score before stopping
+    seed: int = 0
+
+
+@dataclass
+class FaceSet:
+    """Labelled model chips: what training and measuring need, wherever the photos came from."""
+
+    chips: np.ndarray  # (N, H, W, 3) uint8
+    labels: np.ndarray  # (N,) index into people
+    people: list[str]
+    sha256: list[str]  # of each source photo: the data fingerprint
+
+
+@dataclass
+class Split:
+    """Indices into a FaceSet. val and gate are held-out photos of disjoint halves of the training people."""
+
+    train: np.ndarray
+    val: np.ndarray
+    gate: np.ndarray
+    general_enroll: np.ndarray  # held-back people's photos (empty when LFW is the general check)
+    general_probe: np.ndarray
+
+
+@dataclass
+class Scores:
+    new_people: float  # identification accuracy of the gate photos among the training people
+    general: float  # LFW pairs accuracy, or identification accuracy among the held-back people
+
+
+@dataclass
+class AdaptReport:
+    gallery: str
+    model: str
+    device: str
+    source: str  # "gallery" or the photo folder
+    general_check: str
+    people: int
+    train_photos: int
+    gate_photos: int
+    val_photos: int
+    general_photos: int
+    before: Scores
+    after: Scores
+    epochs_run: int
+    best_epoch: int  # 0: no epoch beat the base model on the early-stopping split
+    losses: list[float]
+    val_accuracy: list[float]
+    seconds: float
+    kept: bool
+    reason: str
+    dry_run: bool
+    checkpoint: str | None = None
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RollbackReport:
+    gallery: str
+    model: str
+    weights: str
+    faces: int
+    restored: int  # faces whose base vectors were kept at adapt time
+    re_embedded: int  # faces enrolled after adapting, embedded again with the base model
+    checkpoint: str | None  # the adapted checkpoint, left in the models folder
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ScoreMap:
+    """Maps the base model's thresholds onto an adapted model's similarity scale.
+
+    Adapting moves the scores (strangers usually end up less alike), so a threshold calibrated for the base
+    model would name too few or too many. A threshold t is mapped to the score that is as many standard
+    deviations above the strangers' mean (different people of the adaptation data) under the adapted
+    model as t was under the base model. Approximate; `--threshold` overrides it.
+    """
+
+    base_mean: float
+    base_std: float
+    mean: float
+    std: float
+
+    def apply(self, threshold: float) -> float:
+        return float(min(0.9999, self.mean + (threshold - self.base_mean) * self.std / self.base_std))
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, str]) -> "ScoreMap | None":
+        raw = meta.get("score_map")
+        return cls(**json.loads(raw)) if raw else None
+
+    @classmethod
+    def measure(cls, base: np.ndarray, adapted: np.ndarray, labels: np.ndarray) -> "ScoreMap":
+        different = labels[:, None] != labels[None, :]
+        before, after = (v @ v.T for v in (base, adapted))
+        return cls(float(before[different].mean()), float(before[different].std() + 1e-6),
+                   float(after[different].mean()), float(after[different].std() + 1e-6))
+
+
+# -- data --------------------------------------------------------------------------------------------
+def _chip_of_record(record: FaceRecord, embedder: Embedder, detector: Detector, settings: Settings) -> np.ndarray:
+    """The enrolled face's chip, from its source photo: the photo must be there and unchanged."""
+    source = Path(record.source)
+    fix = f"put it back, or `facerec forget {record.person!r}` and enroll that person again"
+    if not source.is_file():
+        if "#frame" in record.source:
+            raise InputError(
+                f"{record.source}: this face of {record.person} was enrolled from video, and adapting needs the photo "
+                f"of every enrolled face; `facerec forget {record.person!r}` and enroll them from photos"
+            )
+        raise InputError(f"{source}: the photo enrolled as {record.person} is missing; {fix}")
+    data = read_bytes(source)
+    if hashlib.sha256(data).hexdigest() != record.sha256:
+        raise InputError(f"{source}: the photo enrolled as {record.person} has changed since it was enrolled; {fix}")
+    image = decode_image(data, str(source), max_pixels=settings.max_image_pixels)
+    faces = detector.detect(image)
+    best = max(faces, key=lambda f: iou(f.box, record.box), default=None)
+    if best is None or iou(best.box, record.box) < 0.5:
+        raise InputError(f"{source}: the face enrolled as {record.person} is no longer found in it; {fix}")
+    return embedder.chip(image, best)
+
+
+def gallery_chips(records: list[FaceRecord], embedder: Embedder, detector: Detector, settings: Settings,
+                  progress: bool) -> np.ndarray:
+    """Every enrolled face's chip, re-made from its source photo; any missing or changed photo is an error
+    before anything else happens."""
+    chips = [_chip_of_record(r, embedder, detector, settings)
+             for r in tqdm(records, desc="read gallery photos", unit="photo", disable=not progress, leave=False)]
+    size = embedder.spec.input_size
+    return np.stack(chips) if chips else np.zeros((0, size, size, 3), np.uint8)
+
+
+def photo_faces(plan: list[tuple[str, Path]], embedder: Embedder, detector: Detector, settings: Settings,
+                progress: bool) -> FaceSet:
+    """A labelled photo folder (the enroll layout) as chips; photos without one clear face are left out."""
+    chips, names, hashes = [], [], []
+    for person, path in tqdm(plan, desc="read photos", unit="photo", disable=not progress, leave=False):
+        try:
+            data = read_bytes(path)
+            image = decode_image(data, str(path), max_pixels=settings.max_image_pixels)
+        except ImageError:
+            continue
+        face, _ = choose_main_face(detector.detect(image), settings.enroll_min_score, settings.enroll_dominance)
+        if face is not None:
+            chips.append(embedder.chip(image, face))
+            names.append(person)
+            hashes.append(hashlib.sha256(data).hexdigest())
+    return _face_set(chips, names, hashes, embedder)
+
+
+def _face_set(chips: list[np.ndarray] | np.ndarray, names: list[str], hashes: list[str], embedder: Embedder) -> FaceSet:
+    people = sorted(set(names))
+    row = {name: i for i, name in enumerate(people)}
+    size = embedder.spec.input_size
+    stacked = np.stack(chips) if len(chips) else np.zeros((0, size, size, 3), np.uint8)
+    return FaceSet(stacked, np.array([row[n] for n in names], np.int64), people, list(hashes))
+
+
+def split_faces(faces: FaceSet, holdout: float, *, hold_back_people: bool, seed: int, source: str) -> Split:
+    """Which photos train, which stop training early, which decide, and which check forgetting."""
+    counts = np.bincount(faces.labels, minlength=len(faces.people))
+    eligible = [p for p in range(len(faces.people)) if counts[p] >= 2]
+    if len(faces.people) < 2:
+        held = f"{len(faces.people)} {'person' if len(faces.people) == 1 else 'people'}"
+        raise InputError(f"{source} holds {held}; adapting needs at least 2 people with at least 2 photos each")
+    if len(eligible) < 2:
+        raise InputError(
+            f"{source}: only {len(eligible)} of its {len(faces.people)} people have 2 or more photos; adapting needs at "
+            "least 2 people with at least 2 photos each: enroll more photos of them"
+        )
+    rng = np.random.default_rng(seed)
+    held_back: list[int] = []
+    if hold_back_people:
+        count = max(2, round(GENERAL_PEOPLE_SHARE * len(eligible)))
+        if len(eligible) - count < 2:
+            raise InputError(
+                f"{source}: {len(eligible)} people with 2 or more photos are too few to hold {count} back for the general "
+                f"check; give --lfw DIR (LFW for the check) or enroll at least {count + 2} such people"
+            )
+        held_back = sorted(rng.choice(eligible, size=count, replace=False).tolist())
+    training = [p for p in eligible if p not in held_back]
+    train, val, gate, g_enroll, g_probe = [], [], [], [], []
+    for person in eligible:
+        photos = rng.permutation(np.flatnonzero(faces.labels == person)).tolist()
+        if person in held_back:
+            half = len(photos) // 2
+            g_enroll += photos[:half]
+            g_probe += photos[half:]
+            continue
+        n_hold = min(len(photos) - 1, max(1, round(holdout * len(photos))))
+        (val if training.index(person) % 2 == 0 else gate).extend(photos[:n_hold])
+        train += photos[n_hold:]
+    as_array = lambda items: np.array(sorted(items), np.int64)  # noqa: E731
+    return Split(as_array(train), as_array(val), as_array(gate), as_array(g_enroll), as_array(g_probe))
+
+
+# -- measuring ---------------------------------------------------------------------------------------
+def identification(vectors: np.ndarray, labels: np.ndarray, enroll: np.ndarray, probe: np.ndarray) -> tuple[float, float]:
+    """Closed-set accuracy of the probes against the enrolled people's centroids (the gallery's rule), and the
+    mean margin of the true person over the best other one (a finer score to break ties)."""
+    if len(probe) == 0:
+        return float("nan"), float("nan")
+    people = np.unique(labels[enroll])
+    centroids = np.stack([vectors[enroll][labels[enroll] == p].sum(axis=0) for p in people])
+    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    sims = vectors[probe] @ centroids.T
+    truth = np.searchsorted(people, labels[probe])
+    accuracy = float(np.mean(people[sims.argmax(axis=1)] == labels[probe]))
+    true_sim = sims[np.arange(len(probe)), truth]
+    sims[np.arange(len(probe)), truth] = -np.inf
+    return accuracy, float(np.mean(true_sim - sims.max(axis=1))) if len(people) > 1 else 0.0
+
+
+class LfwCheck:
+    """Verification accuracy on a fixed subset of LFW pairs: the folds of `LFW_CHECK_FOLDS`, chips made once."""
+
+    def __init__(self, lfw_dir: Path, embedder: Embedder, detector: Detector, progress: bool) -> None:
+        pairs = [p for p in read_pairs(lfw_dir / "pairs.txt", lfw_dir) if p.fold < LFW_CHECK_FOLDS]
+        if not pairs:
+            raise InputError(f"{lfw_dir / 'pairs.txt'} holds no pairs; give the LFW folder with its standard pairs.txt")
+        photos = list(dict.fromkeys(str(q) for pair in pairs for q in (pair.a, pair.b)))
+        row = {p: i for i, p in enumerate(photos)}
+        self.a = np.array([row[str(p.a)] for p in pairs])
+        self.b = np.array([row[str(p.b)] for p in pairs])
+        self.same = np.array([p.same for p in pairs])
+        self.folds = np.array([p.fold for p in pairs])
+        self.chips, _ = central_chips(photos, embedder, detector, progress=progress)
+        self.description = f"LFW pairs, folds 1-{LFW_CHECK_FOLDS} of {lfw_dir / 'pairs.txt'} ({len(pairs)} pairs)"
+
+    def accuracy(self, embedder: Embedder) -> float:
+        vectors = embedder.embed(self.chips)
+        return ten_fold((vectors[self.a] * vectors[self.b]).sum(axis=1), self.same, self.folds).accuracy
+
+
+def _measure(embedder: Embedder, faces: FaceSet, split: Split, lfw: LfwCheck | None) -> tuple[Scores, np.ndarray]:
+    """The gate's scores, and every face's vector (for mapping thresholds)."""
+    enroll = split.train
+    vectors = embedder.embed(faces.chips)
+    new_people, _ = identification(vectors, faces.labels, enroll, split.gate)
+    if lfw is not None:
+        general = lfw.accuracy(embedder)
+    else:
+        general, _ = identification(vectors, faces.labels, split.general_enroll, split.general_probe)
+    return Scores(round(new_people, 4), round(general, 4)), vectors
+
+
+# -- training ----------------------------------------------------------------------------------------
+def _augmenter(seed: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Per-image random flip, colour and brightness jitter, small rotation/shift/scale, blur and greyscale."""
+    from torchvision.transforms import v2
+
+    torch.manual_seed(seed)
+    transform = v2.Compose([
+        v2.RandomHorizontalFlip(),
+        v2.RandomApply([v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.2, hue=0.02)], p=0.8),
+        v2.RandomAffine(degrees=8, translate=(0.04, 0.04), scale=(0.93, 1.07)),
+        v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.5))], p=0.3),
+        v2.RandomGrayscale(p=0.1),
+    ])
+    return lambda batch: torch.stack([transform(chip) for chip in batch])
+
+
+def _trainable(module: torch.nn.Module, family: str) -> list[torch.nn.Parameter]:
+    prefixes = TRAINABLE[family]
+    params = []
+    for name, param in module.named_parameters():
+        param.requires_grad_(name.startswith(prefixes))
+        if param.requires_grad:
+            params.append(param)
+    if not params:
+        raise ModelError(f"no layer of this {family} network matches {prefixes}; it cannot be adapted")
+    return params
+
+
+@dataclass
+class Training:
+    module: torch.nn.Module
+    losses: list[float]
+    val_accuracy: list[float]
+    best_epoch: int
+
+
+def train(base: Embedder, faces: FaceSet, split: Split, options: AdaptOptions, *, progress: bool) -> Training:
+    """Fine-tune a copy of the base network; returns the epoch that did best on the early-stopping split
+    (epoch 0 is the base network itself, so a run that never helps returns it unchanged)."""
+    torch.manual_seed(options.seed)
+    rng = np.random.default_rng(options.seed)
+    device = base.device
+    module = copy.deepcopy(base.module).eval()  # eval for good: batch-norm statistics stay as they are
+    params = _trainable(module, base.spec.family)
+    to_input = FAMILIES[base.spec.family].to_input
+    augment = _augmenter(options.seed)
+    model = replace(base, module=module)
+
+    classes, targets = np.unique(faces.labels[split.train], return_inverse=True)
+    base_vectors = base.embed(faces.chips[split.train])
+    centroids = np.stack([base_vectors[targets == c].sum(axis=0) for c in range(len(classes))])
+    head = torch.nn.Parameter(F.normalize(torch.from_numpy(centroids).float(), dim=1).to(device))
+    optimiser = torch.optim.AdamW(
+        [{"params": params, "lr": options.lr}, {"params": [head], "lr": options.head_lr, "weight_decay": 0.0}],
+        weight_decay=options.weight_decay,
+    )
+    cuda = device.startswith("cuda")
+    amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda and amp_dtype == torch.float16)
+
+    seen = np.concatenate([split.train, split.val])
+
+    def val_score() -> tuple[float, float]:
+        vectors = np.zeros((len(faces.labels), base.spec.dim), np.float32)
+        vectors[seen] = model.embed(faces.chips[seen])
+        return identification(vectors, faces.labels, split.train, split.val)
+
+    best_score, best_state, best_epoch = val_score(), copy.deepcopy(module.state_dict()), 0
+    losses, val_accuracy = [], [best_score[0]]
+    steps = -(-len(split.train) // options.batch_size)
+    bar = tqdm(total=options.epochs * steps, desc="adapt", unit="step", disable=not progress, leave=False)
+    stale = 0
+    for epoch in range(1, options.epochs + 1):
+        order = rng.permutation(len(split.train))
+        total = 0.0
+        for start in range(0, len(order), options.batch_size):
+            rows = order[start : start + options.batch_size]
+            chips = torch.from_numpy(faces.chips[split.train[rows]]).permute(0, 3, 1, 2)
+            batch = to_input(augment(chips).permute(0, 2, 3, 1).numpy()).to(device)
+            labels = torch.from_numpy(targets[rows]).to(device)
+            with torch.autocast("cuda", dtype=amp_dtype, enabled=cuda):
+                embeddings = module(batch)
+            cosine = F.normalize(embeddings.float(), dim=1) @ F.normalize(head, dim=1).T
+            logits = options.scale * (cosine - options.margin * F.one_hot(labels, len(classes)))
+            loss = F.cross_entropy(logits, labels)
+            optimiser.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimiser)
+            scaler.update()
+            total += loss.item() * len(rows)
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", held_out=f"{val_accuracy[-1]:.3f}")
+        losses.append(round(total / len(order), 4))
+        score = val_score()
+        val_accuracy.append(score[0])
+        if score > best_score:
+            best_score, best_state, best_epoch, stale = score, copy.deepcopy(module.state_dict()), epoch, 0
+        else:
+            stale += 1
+            if stale >= options.patience:
+                break
+    bar.close()
+    module.load_state_dict(best_state)
+    for param in module.parameters():
+        param.requires_grad_(False)
+    return Training(module, losses, [round(a, 4) for a in val_accuracy], best_epoch)
+
+
+def decide(before: Scores, after: Scores, max_drop: float) -> tuple[bool, str]:
+    """The gate: better on the new people, and no more than max_drop worse on the general check."""
+    gain = after.new_people - before.new_people
+    drop = before.general - after.general
+    if not gain > 0:  # NaN (nothing to measure) is no gain
+        return False, f"new-people accuracy did not improve ({before.new_people:.4f} -> {after.new_people:.4f})"
+    if not drop <= max_drop:
+        return False, f"general check dropped by {drop:.4f} ({before.general:.4f} -> {after.general:.4f}), more than --max-drop {max_drop}"
+    return True, (f"new-people accuracy {before.new_people:.4f} -> {after.new_people:.4f}, general check "
+                  f"{before.general:.4f} -> {after.general:.4f} (allowed drop {max_drop})")
+
+
+# -- the command ---------------------------------------------------------------------------------------
+def base_embedder(meta: dict[str, str], device: str, settings: Settings) -> Embedder:
+    """The gallery's base (not adapted) model, checked against the SHA-256 the gallery remembers."""
+    path = meta.get("base_weights_path") or meta.get("weights_path")
+    sha = meta.get("base_weights_sha256") or meta.get("weights_sha256")
+    weights = Path(path) if path and Path(path).is_file() else None
+    embedder = load_embedder(meta["model"], weights=weights, device=device, settings=settings, progress=False)
+    if sha and embedder.weights_sha256 != sha:
+        raise GalleryMismatchError(
+            f"the base weights of {meta['model']} that built this gallery ({path}, SHA-256 {sha[:12]}…) are not "
+            f"here; put that file back at {path}"
+        )
+    return embedder
+
+
+def fingerprint(faces: FaceSet, base: Embedder, options: AdaptOptions, general: str) -> str:
+    """What a checkpoint was made from: the training photos, the base weights and the options."""
+    digest = hashlib.sha256()
+    for line in sorted(f"{faces.people[label]}\t{sha}" for label, sha in zip(faces.labels, faces.sha256)):
+        digest.update(line.encode() + b"\n")
+    digest.update(f"{base.weights_sha256}\n{asdict(options)}\n{general}".encode())
+    return digest.hexdigest()
+
+
+def save_checkpoint(module: torch.nn.Module, record: dict, models_dir: Path) -> Path:
+    """The adapted weights as a plain state dict (loadable with weights_only) and its JSON record beside it."""
+    path = models_dir / "adapted" / f"{record['model']}-{record['fingerprint'][:12]}.pt"
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    try:
+        write_atomically(path, lambda f: torch.save(state, f), mode=0o644)
+        record = {**record, "weights_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+        write_atomically(path.with_suffix(".json"), lambda f: f.write(json.dumps(record, indent=2).encode()), mode=0o644)
+    except OSError as exc:
+        raise ModelError(
+            f"cannot write the adapted model to {path} ({exc.strerror or exc}); the gallery is unchanged: free some "
+            "space or set FACEREC_MODELS to a writable folder, and run adapt again"
+        ) from None
+    return path
+
+
+def adapt_gallery(
+    gallery_path: Path,
+    *,
+    settings: Settings,
+    device: str = "auto",
+    min_face_size: int | None = None,
+    photos: list[tuple[str, Path]] | None = None,
+    photos_label: str | None = None,
+    lfw: Path | None = None,
+    options: AdaptOptions = AdaptOptions(),
+    dry_run: bool = False,
+    progress: bool = False,
+) -> AdaptReport:
+    """Train on the gallery's faces (or `photos`), measure, and keep the result only when the gate passes.
+
+    The gallery's write lock is held throughout, so nothing is enrolled or forgotten while its faces are
+    being re-embedded (identify keeps working). Everything is checked before training: the model, every
+    source photo, the amount of data, the LFW folder.
+    """
+    started = time.perf_counter()
+    meta = Gallery.read_meta(gallery_path)
+    if meta is None:
+        raise InputError(f"no gallery at {gallery_path}; enroll people first: facerec enroll PHOTO_DIR --gallery {gallery_path}")
+    base = base_embedder(meta, device, settings)
+    detector = Detector.from_settings(base.device, settings, min_face_size=min_face_size)
+    if lfw is not None and not (lfw / "pairs.txt").is_file():
+        raise InputError(f"{lfw}: no pairs.txt here; give --lfw the LFW folder that holds pairs.txt and one folder per person")
+    with Gallery.open_for_write(gallery_path, lock_timeout=settings.lock_timeout_s) as gallery:
+        stored = gallery.records()
+        chips = gallery_chips([r for _, r in stored], base, detector, settings, progress)
+        if photos is None:
+            source = f"gallery {gallery_path}"
+            faces = _face_set(chips, [r.person for _, r in stored], [r.sha256 for _, r in stored], base)
+        else:
+            source = photos_label or "the photo folder"
+            faces = photo_faces(photos, base, detector, settings, progress)
+        split = split_faces(faces, options.holdout, hold_back_people=lfw is None, seed=options.seed, source=source)
+        check = LfwCheck(lfw, base, detector, progress) if lfw is not None else None
+        general = check.description if check else f"identification among {len(np.unique(faces.labels[split.general_probe]))} people held back from training"
+
+        before, base_vectors = _measure(base, faces, split, check)
+        training = train(base, faces, split, options, progress=progress)
+        adapted = replace(base, module=training.module)
+        after, adapted_vectors = _measure(adapted, faces, split, check)
+        kept, reason = decide(before, after, options.max_drop)
+        report = AdaptReport(
+            gallery=str(gallery_path), model=base.spec.name, device=base.device, source=source, general_check=general,
+            people=len(np.unique(faces.labels[np.concatenate([split.train, split.gate, split.val])])),
+            train_photos=len(split.train), gate_photos=len(split.gate), val_photos=len(split.val),
+            general_photos=len(check.chips) if check else len(split.general_enroll) + len(split.general_probe),
+            before=before, after=after, epochs_run=len(training.losses), best_epoch=training.best_epoch,
+            losses=training.losses, val_accuracy=training.val_accuracy, seconds=0.0, kept=kept and not dry_run,
+            reason=reason if not (kept and dry_run) else f"would be kept (--dry-run): {reason}", dry_run=dry_run,
+        )
+        if kept and not dry_run:
+            score_map = ScoreMap.measure(base_vectors[split.train], adapted_vectors[split.train], faces.labels[split.train])
+            record = {
+                "model": base.spec.name, "base_weights": str(base.weights_path), "base_weights_sha256": base.weights_sha256,
+                "fingerprint": fingerprint(faces, base, options, general), "people": report.people, "source": source,
+                "photos": len(faces.labels), "general_check": general, "before": asdict(before), "after": asdict(after),
+                "options": asdict(options), "score_map": asdict(score_map), "device": base.device,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
+            path = save_checkpoint(training.module, record, settings.models_dir)
+            checkpoint = load_embedder(base.spec.name, weights=path, device=base.device, settings=settings, progress=False)
+            _reembed(gallery, stored, adapted.embed(chips), lambda: base.embed(chips), checkpoint, base, record, score_map)
+            report.checkpoint = str(path)
+            report.thresholds = {"score_map": asdict(score_map)}
+    report.seconds = round(time.perf_counter() - started, 1)
+    return report
+
+
+def _reembed(gallery: Gallery, stored: list[tuple[int, FaceRecord]], vectors: np.ndarray,
+             base_vectors: Callable[[], np.ndarray],
+             checkpoint: Embedder, base: Embedder, record: dict, score_map: ScoreMap) -> None:
+    """Switch the gallery to the checkpoint in one transaction, remembering the base vectors for rollback:
+    the stored ones when the gallery is on its base model now (exact), else those already remembered."""
+    ids = np.array([i for i, _ in stored], np.int64)
+    on_base = "adapted" not in gallery.meta
+    keep = gallery.vectors() if on_base else (ids, base_vectors())
+    gallery.replace_vectors(ids, vectors, {
+        "weights_path": str(checkpoint.weights_path), "weights_sha256": checkpoint.weights_sha256,
+        "base_weights_path": str(base.weights_path), "base_weights_sha256": base.weights_sha256,
+        "adapted": json.dumps({k: record[k] for k in ("fingerprint", "created", "before", "after", "people", "photos",
+                                                      "general_check", "source")}),
+        "score_map": json.dumps(asdict(score_map)),
+    }, keep_base=keep)
+
+
+def rollback_gallery(gallery_path: Path, *, settings: Settings, device: str = "auto", min_face_size: int | None = None,
+                     progress: bool = False) -> RollbackReport:
+    """Return an adapted gallery to its base model: remembered base vectors back exactly, faces enrolled since
+    adapting embedded again with the base model from their photos."""
+    meta = Gallery.read_meta(gallery_path)
+    if meta is None:
+        raise InputError(f"no gallery at {gallery_path}; nothing to roll back")
+    if "adapted" not in meta:
+        raise InputError(f"gallery {gallery_path} uses its base model already ({meta.get('weights_path')}); nothing to roll back")
+    base = base_embedder(meta, device, settings)
+    with Gallery.open_for_write(gallery_path, lock_timeout=settings.lock_timeout_s) as gallery:
+        stored = gallery.records()
+        kept_ids, kept_vectors = gallery.vectors("base_vectors")
+        remembered = dict(zip(kept_ids.tolist(), kept_vectors))
+        missing = [(i, r) for i, r in stored if i not in remembered]
+        if missing:
+            detector = Detector.from_settings(base.device, settings, min_face_size=min_face_size)
+            fresh = base.embed(gallery_chips([r for _, r in missing], base, detector, settings, progress))
+            remembered.update(zip([i for i, _ in missing], fresh))
+        ids = np.array([i for i, _ in stored], np.int64)
+        vectors = np.stack([remembered[i] for i in ids.tolist()]) if len(ids) else np.zeros((0, base.spec.dim), np.float32)
+        gallery.replace_vectors(ids, vectors, {
+            "weights_path": str(base.weights_path), "weights_sha256": base.weights_sha256, "base_weights_path": None,
+            "base_weights_sha256": None, "adapted": None, "score_map": None,
+        }, keep_base=None)
+    return RollbackReport(str(gallery_path), base.spec.name, str(base.weights_path), len(ids),
+                          len(ids) - len(missing), len(missing), meta.get("weights_path"))
+
+
+def describe(meta: dict[str, str]) -> dict | None:
+    """What `facerec info` shows about an adapted gallery, or None for one on its base model."""
+    if "adapted" not in meta:
+        return None
+    return {**json.loads(meta["adapted"]), "checkpoint": meta.get("weights_path"), "base_weights": meta.get("base_weights_path")}
