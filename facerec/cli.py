@@ -34,7 +34,7 @@ def handle_errors(command):
             return command(*args, **kwargs)
         except Interrupted as exc:
             if kwargs.get("as_json") and exc.report is not None:
-                click.echo(json.dumps(exc.report.to_dict()))
+                click.echo(_json(exc.report.to_dict()))
             _fail(str(exc), exc.exit_code)
         except FacerecError as exc:
             _fail(str(exc), exc.exit_code)
@@ -44,8 +44,14 @@ def handle_errors(command):
     return wrapper
 
 
+def _json(payload: dict) -> str:
+    """One JSON line that is valid UTF-8 even when a file name is not: its stray bytes (which Python holds
+    as lone surrogates) come out as \\udcXX escapes instead of raw bytes that break JSON readers."""
+    return json.dumps(payload, ensure_ascii=False).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _emit(as_json: bool, payload: dict, text: str) -> None:
-    click.echo(json.dumps(payload, ensure_ascii=False) if as_json else text)
+    click.echo(_json(payload) if as_json else text)
 
 
 gallery_option = click.option(
@@ -137,10 +143,10 @@ def identify(paths: tuple[Path, ...], gallery: Path, threshold: float | None, to
             failed += 1
             click.echo(f"facerec: error: {result.error}", err=True)
             if as_json:
-                click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+                click.echo(_json(result.to_dict()))
             continue
         if as_json:
-            click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+            click.echo(_json(result.to_dict()))
         elif not result.faces:
             click.echo(f"{result.image}: no faces")
         for face in result.faces if not as_json else ():
@@ -241,10 +247,10 @@ def watch(source: str, gallery: Path, no_window: bool, record: Path | None, even
     results = rec.watch(frames, threshold=threshold, min_face=min_face_size, detect_every=detect_every)
     summary = run_watch(
         results, frames.fps, window=not no_window, record=record, events_file=events_file,
-        on_frame=(lambda result: click.echo(json.dumps(result, ensure_ascii=False))) if as_json else None,
+        on_frame=(lambda result: click.echo(_json(result))) if as_json else None,
     )
     if as_json:
-        click.echo(json.dumps({"summary": summary}, ensure_ascii=False))
+        click.echo(_json({"summary": summary}))
     else:
         click.echo(f"{summary['frames']} frames in {summary['seconds']:.1f} s ({summary['fps']:.1f} frames/s), "
                    f"{summary['faces']} face detections, {summary['tracks']} tracks")
