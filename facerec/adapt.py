@@ -42,7 +42,7 @@ from .embedders.base import FAMILIES
 from .errors import GalleryMismatchError, ImageError, InputError, ModelError
 from .evaluate import read_pairs, ten_fold
 from .fileio import write_atomically
-from .gallery import FaceRecord, Gallery
+from .gallery import FaceRecord, Gallery, no_gallery
 from .images import decode_image, read_bytes
 from .lfw import central_chips
 from .stream import iou
@@ -505,7 +505,7 @@ def adapt_gallery(
     started = time.perf_counter()
     meta = Gallery.read_meta(gallery_path)
     if meta is None:
-        raise InputError(f"no gallery at {gallery_path}; enroll people first: facerec enroll PHOTO_DIR --gallery {gallery_path}")
+        raise no_gallery(gallery_path)
     base = base_embedder(meta, device, settings)
     detector = Detector.from_settings(base.device, settings, min_face_size=min_face_size)
     if lfw is not None and not (lfw / "pairs.txt").is_file():
@@ -578,7 +578,7 @@ def rollback_gallery(gallery_path: Path, *, settings: Settings, device: str = "a
     adapting embedded again with the base model from their photos."""
     meta = Gallery.read_meta(gallery_path)
     if meta is None:
-        raise InputError(f"no gallery at {gallery_path}; nothing to roll back")
+        raise no_gallery(gallery_path)
     if "adapted" not in meta:
         raise InputError(f"gallery {gallery_path} uses its base model already ({meta.get('weights_path')}); nothing to roll back")
     base = base_embedder(meta, device, settings)

@@ -102,6 +102,10 @@ def build_index(dim: int, ids: np.ndarray, vectors: np.ndarray) -> faiss.Index:
     return index
 
 
+def no_gallery(path: Path) -> GalleryNotFoundError:
+    return GalleryNotFoundError(f"no gallery at {path}; enroll people first: facerec enroll PHOTO_DIR --gallery {path}")
+
+
 def _unreadable(db_path: Path, exc: Exception) -> GalleryError:
     return GalleryError(
         f"{db_path} is not a readable gallery database ({exc}); restore it from a backup or enroll into a new gallery"
@@ -145,9 +149,7 @@ class Gallery:
         """Read-only use (identify, people, info). No lock: a consistent SQLite snapshot is read once."""
         path = Path(path)
         if not (path / DB_NAME).is_file():
-            raise GalleryNotFoundError(
-                f"no gallery at {path}; enroll people first: facerec enroll PHOTO_DIR --gallery {path}"
-            )
+            raise no_gallery(path)
         db = cls._connect(path / DB_NAME, read_only=True)
         return cls(path, db, None)
 
@@ -175,12 +177,9 @@ class Gallery:
     ) -> "Gallery":
         """Exclusive use. `create` is the metadata (model, dim, weights) for a gallery that does not exist yet."""
         path = Path(path)
-        exists = (path / DB_NAME).is_file()
-        if not exists:
+        if not (path / DB_NAME).is_file():
             if create is None:
-                raise GalleryNotFoundError(
-                    f"no gallery at {path}; enroll people first: facerec enroll PHOTO_DIR --gallery {path}"
-                )
+                raise no_gallery(path)
             if path.is_dir() and any(p.name != LOCK_NAME for p in path.iterdir()):
                 raise GalleryError(f"{path} is not empty and holds no {DB_NAME}; choose a new or empty folder for the gallery")
             try:
@@ -189,6 +188,10 @@ class Gallery:
                 raise GalleryError(f"cannot create gallery folder {path} ({exc.strerror}); choose a writable location") from None
         lock_fd = cls._lock(path, lock_timeout)
         try:
+            # Asked again under the lock: a writer that held it may have created the gallery meanwhile.
+            exists = (path / DB_NAME).is_file()
+            if not exists and create is None:
+                raise no_gallery(path)
             db = cls._connect(path / DB_NAME, read_only=False)
             if not exists:
                 cls._initialise(db, create)

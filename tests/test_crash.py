@@ -1,4 +1,5 @@
-"""Killing enroll part way never leaves a gallery that fails to load or disagrees with its index."""
+"""Killing enroll or adapt part way never leaves a gallery that fails to load or disagrees with its index;
+concurrent writers and readers are kept apart by the gallery lock."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from facerec.gallery import Gallery
@@ -100,3 +102,131 @@ def test_ctrl_c_keeps_finished_batches(lfw_people, tmp_path, weights):
     kept = assert_consistent(gallery)
     assert kept >= 4
     assert f"index-" in " ".join(p.name for p in gallery.iterdir())
+
+
+@pytest.fixture
+def many_photos(tmp_path, shared) -> Path:
+    """200 LFW photos: the first 5 of the first 40 people with at least 5 (links into ../shared)."""
+    root = tmp_path / "many"
+    lfw = shared / "faces" / "lfw"
+    people = [p for p in sorted(lfw.iterdir()) if p.is_dir() and len(list(p.glob("*.jpg"))) >= 5][:40]
+    for person in people:
+        (root / person.name).mkdir(parents=True)
+        for photo in sorted(person.glob("*.jpg"))[:5]:
+            (root / person.name / photo.name).symlink_to(photo)
+    return root
+
+
+def test_twenty_kills_at_random_moments_over_a_growing_gallery(many_photos, tmp_path, weights):
+    """Kills land anywhere: during start-up, model loading, detection, a commit or an index save."""
+    import random
+
+    rng = random.Random(6)
+    gallery = tmp_path / "g"
+    sizes = []
+    for _ in range(20):
+        proc = start_enroll(many_photos, gallery, weights)
+        time.sleep(rng.uniform(0.5, 7.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if (gallery / "gallery.sqlite").exists():
+            sizes.append(assert_consistent(gallery))
+    assert sizes == sorted(sizes) and len(set(sizes)) >= 5, sizes  # it grew, kill after kill
+    proc = start_enroll(many_photos, gallery, weights)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    import json
+
+    report = json.loads(out)
+    assert report["faces_total"] == assert_consistent(gallery) == sizes[-1] + report["faces_added"]
+    skipped_now = [s for s in report["skipped"] if not s["reason"].startswith("already enrolled")]
+    assert report["faces_total"] + len(skipped_now) == 200
+
+
+ADAPT_KEPT = """
+import sys
+import facerec.adapt
+from dataclasses import replace
+from facerec import FaceRecognizer
+facerec.adapt.decide = lambda before, after, max_drop: (True, "kept by the test")
+FaceRecognizer(sys.argv[1], device="cpu").adapt(options=replace(facerec.adapt.AdaptOptions(), epochs=1))
+"""
+
+
+def test_kills_during_adapt_leave_the_base_or_the_adapted_gallery(tmp_path, shared, monkeypatch):
+    """Each kill leaves the gallery wholly on its base model (vectors bit-identical) or wholly adapted."""
+    import random
+
+    from test_adapt import orl_folder, vectors_and_meta
+    from facerec import FaceRecognizer
+
+    monkeypatch.setenv("FACEREC_MODELS", str(tmp_path / "models"))
+    gallery = tmp_path / "g"
+    FaceRecognizer(gallery, model="dlib-resnet", device="cpu").enroll(orl_folder(shared, tmp_path / "photos", 6, 4))
+    base_vectors, base_meta = vectors_and_meta(gallery)
+    rng = random.Random(5)
+    outcomes = set()
+    for _ in range(8):
+        proc = subprocess.Popen([sys.executable, "-c", ADAPT_KEPT, str(gallery)], stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(2.0, 9.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert_consistent(gallery)
+        vectors, meta = vectors_and_meta(gallery)
+        if "adapted" in meta:
+            assert Path(meta["weights_path"]).is_file() and not np.allclose(vectors, base_vectors, atol=1e-3)
+            with Gallery.open(gallery) as g:
+                assert np.array_equal(g.vectors("base_vectors")[1], base_vectors)
+            outcomes.add("adapted")
+            assert FaceRecognizer(gallery, device="cpu").rollback().restored == len(base_vectors)
+        else:
+            assert np.array_equal(vectors, base_vectors) and meta["weights_sha256"] == base_meta["weights_sha256"]
+            outcomes.add("base")
+    assert outcomes == {"base", "adapted"}, outcomes  # kills landed both before and after the switch
+
+
+def test_concurrent_enrolls_wait_for_each_other_and_identify_reads_meanwhile(tmp_path, shared, weights, many_photos):
+    import json
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    people = sorted(many_photos.iterdir())
+    for target, chosen in ((first, people[:12]), (second, people[8:20])):  # 4 people in both
+        target.mkdir()
+        for person in chosen:
+            (target / person.name).symlink_to(person, target_is_directory=True)
+    gallery = tmp_path / "g"
+    procs = [start_enroll(folder, gallery, weights) for folder in (first, second)]
+    answers = 0
+    while any(p.poll() is None for p in procs):
+        if (gallery / "gallery.sqlite").exists():
+            probe = subprocess.run(
+                [sys.executable, "-m", "facerec.cli", "identify", str(next(people[0].iterdir())), "--gallery", str(gallery),
+                 "--weights", str(weights), "--json"], capture_output=True, text=True, timeout=120,
+            )
+            assert probe.returncode == 0, probe.stderr
+            assert json.loads(probe.stdout)["faces"], probe.stdout
+            answers += 1
+    results = [p.communicate() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in results]
+    reports = [json.loads(out) for out, _ in results]
+    assert answers >= 1
+    total = assert_consistent(gallery)
+    assert total == sum(r["faces_added"] for r in reports)  # the shared people were enrolled once
+    already = sum(s["reason"].startswith("already enrolled") for r in reports for s in r["skipped"])
+    with Gallery.open(gallery) as g:
+        shared_faces = sum(count for name, count in g.people().items() if name in {p.name for p in people[8:12]})
+    assert already == shared_faces >= 16  # the 4 people in both folders, skipped by whichever enroll came second
+
+
+def test_a_writer_that_cannot_get_the_lock_says_the_gallery_is_busy(known_gallery, tmp_path, shared, weights):
+    import shutil
+
+    gallery = tmp_path / "g"
+    shutil.copytree(known_gallery, gallery)
+    with Gallery.open_for_write(gallery):
+        proc = subprocess.run(
+            [sys.executable, "-m", "facerec.cli", "enroll", str(shared / "faces" / "known"), "--gallery", str(gallery),
+             "--weights", str(weights)],
+            capture_output=True, text=True, timeout=120, env={**os.environ, "FACEREC_LOCK_TIMEOUT": "0.5"},
+        )
+    assert proc.returncode == 1 and "is busy: another facerec process is writing to it" in proc.stderr
