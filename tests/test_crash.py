@@ -230,3 +230,39 @@ def test_a_writer_that_cannot_get_the_lock_says_the_gallery_is_busy(known_galler
             capture_output=True, text=True, timeout=120, env={**os.environ, "FACEREC_LOCK_TIMEOUT": "0.5"},
         )
     assert proc.returncode == 1 and "is busy: another facerec process is writing to it" in proc.stderr
+
+
+def _file_size_limit(limit: int):
+    """For a child process: writes past `limit` bytes fail with EFBIG (as on a full disk) instead of killing it."""
+    import resource
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_a_full_disk_during_enroll_keeps_the_previous_gallery(known_gallery, tmp_path, many_photos, weights):
+    import json
+    import shutil
+
+    gallery = tmp_path / "g"
+    shutil.copytree(known_gallery, gallery)
+    before = assert_consistent(gallery)
+    limit = (gallery / "gallery.sqlite").stat().st_size + 24 * 1024  # room for a few batches, then "full"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "facerec.cli", "enroll", str(many_photos), "--gallery", str(gallery), "--weights", str(weights)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "FACEREC_BATCH_SIZE": "4"}, preexec_fn=_file_size_limit(limit),
+    )
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, (out, err)
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert f"cannot write to gallery {gallery}" in err and "nothing of this batch was kept" in err
+    kept = assert_consistent(gallery)
+    assert before < kept < before + 200  # the batches before the disk filled are kept, whole
+    proc = start_enroll(many_photos, gallery, weights)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["faces_total"] == assert_consistent(gallery)
