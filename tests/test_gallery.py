@@ -70,6 +70,12 @@ def test_one_index_file_per_generation_and_private_files(tmp_path):
     for p in (tmp_path / "g").iterdir():
         assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
     assert stat.S_IMODE((tmp_path / "g").stat().st_mode) == 0o700
+    # No pickles anywhere: plain SQL tables of text, numbers and raw float32 vectors, and a FAISS file.
+    db = sqlite3.connect(tmp_path / "g" / "gallery.sqlite")
+    assert {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")} == {"meta", "faces", "sqlite_sequence"}
+    assert {r[0] for r in db.execute("SELECT typeof(value) FROM meta")} == {"text"}
+    assert {r[0] for r in db.execute("SELECT length(vector) FROM faces")} == {g.dim * 4}
+    db.close()
 
 
 def test_missing_or_stale_index_is_rebuilt_from_database(tmp_path):
