@@ -124,9 +124,13 @@ def test_twenty_kills_at_random_moments_over_a_growing_gallery(many_photos, tmp_
     rng = random.Random(6)
     gallery = tmp_path / "g"
     sizes = []
-    for _ in range(20):
+    for kill in range(20):
         proc = start_enroll(many_photos, gallery, weights)
-        time.sleep(rng.uniform(0.5, 7.0))
+        if kill % 2:  # a few commits in, then a little later: lands in detection, a commit or an index save
+            wait_for(proc, gallery, committed_faces(gallery) + rng.randint(1, 8))
+            time.sleep(rng.uniform(0.0, 0.3))
+        else:  # any time from the start: start-up, model load, the first photos
+            time.sleep(rng.uniform(0.3, 6.0))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         if (gallery / "gallery.sqlite").exists():
