@@ -18,11 +18,9 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from _common import find_shared, print_json, print_table, set_threads
 
@@ -91,8 +89,7 @@ def run_set(name: str, make, shared: Path, args, work: Path) -> dict:
     enrolled = rec.enroll(work / f"{name}-enroll")
     enroll_s = time.perf_counter() - started
     before = identify_all(rec, probes)
-    options = replace(AdaptOptions(), epochs=args.epochs)
-    report = rec.adapt(lfw=shared / "faces" / "lfw", options=options)
+    report = rec.adapt(lfw=shared / "faces" / "lfw", options=AdaptOptions(epochs=args.epochs))
     after = identify_all(rec, probes)
     info = rec.info()
     rec.close()

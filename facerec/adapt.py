@@ -193,8 +193,8 @@ def _chip_of_record(record: FaceRecord, embedder: Embedder, detector: Detector, 
         raise InputError(f"{source}: the photo enrolled as {record.person} has changed since it was enrolled; {fix}")
     image = decode_image(data, str(source), max_pixels=settings.max_image_pixels)
     faces = detector.detect(image)
-    best = max(faces, key=lambda f: iou(f.box, record.box), default=None)
-    if best is None or iou(best.box, record.box) < 0.5:
+    overlap, best = max(((iou(f.box, record.box), f) for f in faces), key=lambda pair: pair[0], default=(0.0, None))
+    if best is None or overlap < 0.5:
         raise InputError(f"{source}: the face enrolled as {record.person} is no longer found in it; {fix}")
     return embedder.chip(image, best)
 
@@ -203,10 +203,8 @@ def gallery_chips(records: list[FaceRecord], embedder: Embedder, detector: Detec
                   progress: bool) -> np.ndarray:
     """Every enrolled face's chip, re-made from its source photo; any missing or changed photo is an error
     before anything else happens."""
-    chips = [_chip_of_record(r, embedder, detector, settings)
-             for r in tqdm(records, desc="read gallery photos", unit="photo", disable=not progress, leave=False)]
-    size = embedder.spec.input_size
-    return np.stack(chips) if chips else np.zeros((0, size, size, 3), np.uint8)
+    return embedder.stack([_chip_of_record(r, embedder, detector, settings)
+                           for r in tqdm(records, desc="read gallery photos", unit="photo", disable=not progress, leave=False)])
 
 
 def photo_faces(plan: list[tuple[str, Path]], embedder: Embedder, detector: Detector, settings: Settings,
@@ -230,9 +228,7 @@ def photo_faces(plan: list[tuple[str, Path]], embedder: Embedder, detector: Dete
 def _face_set(chips: list[np.ndarray] | np.ndarray, names: list[str], hashes: list[str], embedder: Embedder) -> FaceSet:
     people = sorted(set(names))
     row = {name: i for i, name in enumerate(people)}
-    size = embedder.spec.input_size
-    stacked = np.stack(chips) if len(chips) else np.zeros((0, size, size, 3), np.uint8)
-    return FaceSet(stacked, np.array([row[n] for n in names], np.int64), people, list(hashes))
+    return FaceSet(embedder.stack(chips), np.array([row[n] for n in names], np.int64), people, list(hashes))
 
 
 def split_faces(faces: FaceSet, holdout: float, *, hold_back_people: bool, seed: int, source: str) -> Split:
@@ -313,9 +309,8 @@ class LfwCheck:
 
 def _measure(embedder: Embedder, faces: FaceSet, split: Split, lfw: LfwCheck | None) -> tuple[Scores, np.ndarray]:
     """The gate's scores, and every face's vector (for mapping thresholds)."""
-    enroll = split.train
     vectors = embedder.embed(faces.chips)
-    new_people, _ = identification(vectors, faces.labels, enroll, split.gate)
+    new_people, _ = identification(vectors, faces.labels, split.train, split.gate)
     if lfw is not None:
         general = lfw.accuracy(embedder)
     else:
@@ -548,7 +543,11 @@ def adapt_gallery(
             }
             path = save_checkpoint(training.module, record, settings.models_dir)
             checkpoint = load_embedder(base.spec.name, weights=path, device=base.device, settings=settings, progress=False)
-            _reembed(gallery, stored, adapted.embed(chips), lambda: base.embed(chips), checkpoint, base, record, score_map)
+            if photos is None:  # the training faces are the gallery's: their vectors were measured already
+                new_vectors, old_vectors = adapted_vectors, lambda: base_vectors
+            else:
+                new_vectors, old_vectors = adapted.embed(chips), lambda: base.embed(chips)
+            _reembed(gallery, stored, new_vectors, old_vectors, checkpoint, base, record, score_map)
             report.checkpoint = str(path)
             report.thresholds = {"score_map": asdict(score_map)}
     report.seconds = round(time.perf_counter() - started, 1)

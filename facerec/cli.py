@@ -285,8 +285,6 @@ def adapt(gallery: Path, photo_dir: Path | None, lfw_dir: Path | None, epochs: i
     folder and the gallery is re-embedded with it; --rollback undoes that. Exits 0 whether or not the
     model was kept (see "kept" in --json).
     """
-    from dataclasses import replace
-
     from .adapt import AdaptOptions
 
     rec = _recognizer(gallery, None, device)
@@ -295,7 +293,7 @@ def adapt(gallery: Path, photo_dir: Path | None, lfw_dir: Path | None, epochs: i
         _emit(as_json, done.to_dict(), f"gallery {done.gallery} is back on {done.model} ({done.weights}): "
               f"{done.restored} faces restored, {done.re_embedded} embedded again")
         return
-    options = replace(AdaptOptions(), epochs=epochs, holdout=holdout, max_drop=max_drop)
+    options = AdaptOptions(epochs=epochs, holdout=holdout, max_drop=max_drop)
     report = rec.adapt(photo_dir, lfw=lfw_dir, options=options, dry_run=dry_run)
     verdict = "kept" if report.kept else "not kept"
     lines = [

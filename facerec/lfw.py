@@ -115,8 +115,7 @@ def central_chips(
             chips[row] = embedder.chip(image, face)
     detected = np.ones(len(paths), bool)
     detected[[row for row, _ in missing]] = False
-    size = embedder.spec.input_size
-    return (np.stack(chips) if chips else np.zeros((0, size, size, 3), np.uint8)), detected
+    return embedder.stack(chips), detected
 
 
 def embed_photos(

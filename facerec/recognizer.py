@@ -225,13 +225,7 @@ class FaceRecognizer:
         if threshold is not None:
             return threshold
         gallery = self.gallery
-        return self._calibrated(get_spec(self.model).thresholds.identify_for(gallery.people_count, video=video), gallery.meta)
-
-    @staticmethod
-    def _calibrated(threshold: float, meta: dict[str, str]) -> float:
-        """A base-model threshold, moved onto an adapted model's score scale when the gallery is adapted."""
-        score_map = ScoreMap.from_meta(meta)
-        return score_map.apply(threshold) if score_map else threshold
+        return _identify_threshold(gallery.meta, gallery.people_count, video=video)
 
     # -- faces -----------------------------------------------------------------------------------
     def detect(self, image: np.ndarray) -> list[Face]:
@@ -499,7 +493,6 @@ class FaceRecognizer:
             people = gallery.people()
             meta = dict(gallery.meta)
         spec = get_spec(meta["model"])
-        identify_at = lambda video: round(self._calibrated(spec.thresholds.identify_for(len(people), video=video), meta), 4)  # noqa: E731
         return {
             "gallery": str(self.gallery_path.resolve()),
             "model": spec.name,
@@ -510,8 +503,8 @@ class FaceRecognizer:
             "dim": spec.dim,
             "device": self.embedder.device if self._embedder else _describe_device(self.device),
             "thresholds": {
-                "identify": identify_at(False),
-                "watch": identify_at(True),
+                "identify": round(_identify_threshold(meta, len(people)), 4),
+                "watch": round(_identify_threshold(meta, len(people), video=True), 4),
                 "verify": spec.thresholds.verify,
                 "rule": spec.thresholds.rule,
             },
@@ -536,6 +529,14 @@ class FaceRecognizer:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+
+
+def _identify_threshold(meta: dict[str, str], people: int, *, video: bool = False) -> float:
+    """The model's calibrated threshold for a gallery of this size, moved onto an adapted model's score
+    scale when the gallery is adapted."""
+    threshold = get_spec(meta["model"]).thresholds.identify_for(people, video=video)
+    score_map = ScoreMap.from_meta(meta)
+    return score_map.apply(threshold) if score_map else threshold
 
 
 def _describe_device(device: str) -> str:

@@ -89,6 +89,11 @@ class Embedder:
         """The model's input for one face of an RGB image."""
         return FAMILIES[self.spec.family].chip(image, face, self.spec)
 
+    def stack(self, chips) -> np.ndarray:
+        """Chips as one (N, H, W, 3) uint8 array; none gives an empty array of the model's chip shape."""
+        size = self.spec.input_size
+        return np.stack(chips) if len(chips) else np.zeros((0, size, size, 3), np.uint8)
+
     def descriptors(self, chips: np.ndarray, *, mirrored: bool = False) -> np.ndarray:
         """The network's raw outputs (N, dim) for (N, H, W, 3) uint8 chips, optionally mirrored, in batches."""
         if len(chips) == 0:
