@@ -58,6 +58,8 @@ class Settings:
     # An enrollment photo's largest face must be this many times the area of the next one.
     enroll_dominance: float = 2.0
     batch_size: int = 32
+    # Threads that read, decode and detect ahead of the embedding in enroll and identify.
+    workers: int = 2
     lock_timeout_s: float = 30.0
 
     @classmethod
@@ -70,5 +72,6 @@ class Settings:
             max_image_pixels=int(env.get("FACEREC_MAX_IMAGE_PIXELS", cls.max_image_pixels)),
             detect_max_side=int(env.get("FACEREC_DETECT_MAX_SIDE", cls.detect_max_side)),
             batch_size=int(env.get("FACEREC_BATCH_SIZE", cls.batch_size)),
+            workers=int(env.get("FACEREC_WORKERS", cls.workers)),
             lock_timeout_s=float(env.get("FACEREC_LOCK_TIMEOUT", cls.lock_timeout_s)),
         )

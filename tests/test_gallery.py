@@ -51,7 +51,7 @@ def test_add_search_persist_remove(tmp_path):
         assert [[c.name for c in h] for h in hits] == [["ann", "bob"], ["bob", "ann"]]
         assert hits[0][0].similarity == pytest.approx(1.0, abs=1e-5)
         assert hits[0][1].similarity == pytest.approx(float(centroids[0] @ centroids[1]), abs=1e-5)
-        assert g.person_of_hash("ann1") == "ann" and g.person_of_hash("nope") is None
+        assert g.owners_by_hash() == {**{f"ann{i}": "ann" for i in range(3)}, **{f"bob{i}": "bob" for i in range(3)}}
     with Gallery.open_for_write(tmp_path / "g") as g:
         assert g.remove_person("ann") == 3 and g.remove_person("ann") == 0
     index_agrees(tmp_path / "g")
@@ -66,7 +66,7 @@ def test_one_index_file_per_generation_and_private_files(tmp_path):
         g.add(records("ann", 2), unit(2, 1))
         g.add(records("bob", 2), unit(2, 2))
     files = sorted(p.name for p in (tmp_path / "g").iterdir())
-    assert files == ["gallery.sqlite", "index-2.faiss", "lock"]
+    assert files == ["gallery.sqlite", "index-2.faiss", "lock", "people-2.faiss"]
     for p in (tmp_path / "g").iterdir():
         assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
     assert stat.S_IMODE((tmp_path / "g").stat().st_mode) == 0o700
@@ -87,12 +87,18 @@ def test_missing_or_stale_index_is_rebuilt_from_database(tmp_path):
     g.add(records("bob", 2), vectors[2:])
     g._dirty = False  # simulate a crash: committed rows, index never saved
     g.close()
-    assert sorted(p.name for p in (tmp_path / "g").glob("index-*")) == ["index-1.faiss"]
+    assert sorted(p.name for p in (tmp_path / "g").glob("*.faiss")) == ["index-1.faiss", "people-1.faiss"]
     index_agrees(tmp_path / "g")
     with Gallery.open(tmp_path / "g") as g:
         assert g.search(vectors[3:], top_k=1, rule="nearest")[0][0].name == "bob"
+        assert [c.name for c in g.search(vectors[3:], top_k=2)[0]] == ["bob", "ann"]  # person means too
     (tmp_path / "g" / "index-1.faiss").write_bytes(b"garbage")
     index_agrees(tmp_path / "g")
+    with Gallery.open_for_write(tmp_path / "g") as g:
+        g._dirty = True  # a writer saves both indexes for the current generation
+    (tmp_path / "g" / "people-2.faiss").write_bytes(b"garbage")
+    with Gallery.open(tmp_path / "g") as g:
+        assert [c.name for c in g.search(vectors[3:], top_k=2)[0]] == ["bob", "ann"]
 
 
 def test_duplicate_hash_is_refused_whole_batch(tmp_path):
