@@ -22,7 +22,7 @@ from .embedders.base import Embedder, normalise
 from .errors import InputError
 from .evaluate import PairsResult, read_pairs, ten_fold
 from .images import read_image
-from .pipeline import prefetch, shared_cores
+from .pipeline import prefetch
 
 _CHUNK = 1024  # photos per cache save: an interrupted run loses at most this many
 
@@ -104,15 +104,14 @@ def central_chips(
         return image, central_face(detector.detect(image), image.shape[1], image.shape[0])
 
     bar = tqdm(total=len(paths), desc="detect", unit="photo", disable=not progress, leave=False)
-    with shared_cores(workers):
-        for image, face in prefetch(paths, detect, workers=workers):
-            bar.update()
-            if face is None:
-                missing.append((len(chips), image))
-                chips.append(None)
-                continue
-            chips.append(embedder.chip(image, face))
-            landmarks.append(face.landmarks)
+    for image, face in prefetch(paths, detect, workers=workers):
+        bar.update()
+        if face is None:
+            missing.append((len(chips), image))
+            chips.append(None)
+            continue
+        chips.append(embedder.chip(image, face))
+        landmarks.append(face.landmarks)
     bar.close()
     if missing:
         mean = np.mean(np.array(landmarks), axis=0) if landmarks else None

@@ -29,7 +29,7 @@ from .embedders import Embedder, choose_model, get_spec, load_embedder
 from .errors import FacerecError, GalleryMismatchError, ImageError, InputError, Interrupted, InvalidNameError
 from .gallery import Candidate, FaceRecord, Gallery, validate_name
 from .images import decode_image, is_image_path, iter_image_files, read_bytes, read_image
-from .pipeline import prefetch, shared_cores
+from .pipeline import prefetch
 
 UNKNOWN = "unknown"
 
@@ -294,20 +294,19 @@ class FaceRecognizer:
             workers = self.settings.workers
             bar = tqdm(total=len(plan), desc="enroll", unit="photo", disable=not self.progress, leave=False)
             try:
-                with shared_cores(workers):
-                    for path, digest, record, chip, problem in prefetch(plan, prepare, workers=workers):
-                        bar.update()
-                        if problem is not None:
-                            (report.skipped if digest else report.failed).append(problem)
-                        elif digest in owners:
-                            report.skipped.append(Skipped(str(path), f"already enrolled as {owners[digest]}"))
-                        else:
-                            owners[digest] = record.person
-                            pending.append((record, chip))
-                            if len(pending) >= self.settings.batch_size:
-                                flush()
-                            bar.set_postfix(faces=sum(added.values()) + len(pending), refresh=False)
-                    flush()
+                for path, digest, record, chip, problem in prefetch(plan, prepare, workers=workers, depth=2 * self.settings.batch_size):
+                    bar.update()
+                    if problem is not None:
+                        (report.skipped if digest else report.failed).append(problem)
+                    elif digest in owners:
+                        report.skipped.append(Skipped(str(path), f"already enrolled as {owners[digest]}"))
+                    else:
+                        owners[digest] = record.person
+                        pending.append((record, chip))
+                        if len(pending) >= self.settings.batch_size:
+                            flush()
+                        bar.set_postfix(faces=sum(added.values()) + len(pending), refresh=False)
+                flush()
             except KeyboardInterrupt:
                 report.interrupted = True
             finally:
@@ -414,12 +413,11 @@ class FaceRecognizer:
             batch.clear()
 
         batch: list = []
-        with shared_cores(self.settings.workers):
-            for prepared in prefetch(expand_paths(paths), prepare, workers=self.settings.workers, depth=4):
-                batch.append(prepared)
-                if len(batch) >= 8 or sum(len(chips) for _, _, _, chips, _ in batch) >= self.settings.batch_size:
-                    yield from finish(batch)
-            yield from finish(batch)
+        for prepared in prefetch(expand_paths(paths), prepare, workers=self.settings.workers, depth=16):
+            batch.append(prepared)
+            if len(batch) >= 8 or sum(len(chips) for _, _, _, chips, _ in batch) >= self.settings.batch_size:
+                yield from finish(batch)
+        yield from finish(batch)
 
     # -- video ---------------------------------------------------------------------------------------
     def _decider(self, threshold: float | None):

@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 
 from facerec.cli import main
-from facerec.pipeline import prefetch, shared_cores
+from facerec.pipeline import prefetch
 
 
 def slow_square(x: int) -> int:
@@ -67,13 +67,20 @@ def test_leaving_early_stops_the_work_and_the_threads():
     assert threading.active_count() == before
 
 
-def test_shared_cores_splits_and_restores_torch_threads():
+def test_workers_compute_on_one_torch_thread_and_the_caller_on_what_is_left():
     before = torch.get_num_threads()
-    with pytest.raises(RuntimeError):
-        with shared_cores(2):
-            assert torch.get_num_threads() == max(1, before // 3)
-            raise RuntimeError
-    assert torch.get_num_threads() == before
+    torch.set_num_threads(4)
+    try:
+        during = set()
+        assert set(prefetch(range(6), lambda _: torch.get_num_threads(), workers=2)) == {1}
+        for _ in prefetch(range(3), lambda x: x, workers=3):
+            during.add(torch.get_num_threads())
+        assert during == {1} and torch.get_num_threads() == 4
+        for _ in prefetch(range(3), lambda x: x, workers=1):
+            during.add(torch.get_num_threads())
+        assert during == {1, 3} and torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_copies_of_one_photo_in_flight_are_enrolled_once(tmp_path, shared, weights):
