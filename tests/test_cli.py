@@ -122,6 +122,7 @@ def test_people_forget_info(gallery_copy):
     info = json.loads(run("info", "--gallery", gallery_copy, "--json", "--device", "cpu").stdout)
     assert {"gallery", "model", "people", "faces", "device", "versions", "thresholds"} <= set(info)
     assert info["model"] == "vggface2" and info["people"] == 9 and info["faces"] == 12 and info["device"] == "cpu"
+    assert info["index"] == "exact (FAISS IndexFlatIP)"  # a small gallery; tests/test_index.py covers the other kind
     assert "facerec" in run("info", "--gallery", gallery_copy).stdout
 
 
