@@ -6,9 +6,8 @@ milliseconds at 2*10^4 faces on two cores. Beyond that, a 4-bit product-quantise
 them (IndexRefineFlat). Because it still visits every vector, its recall does not depend on how the
 vectors cluster, unlike a cell-based IVF index: on synthetic faces at 10^6 x 512, IVF reached 0.87
 recall@1 at 64 of 4,000 cells and 0.975 only at 256, with a p99 of 12 ms, against 1.000 and 2.5 ms for
-this one (bench/scale.py prints both). Because the final similarities
-are exact, an approximate miss can only lower a similarity, never raise one: approximation may lose a
-match but cannot invent one.
+this one (bench/scale.py prints both). Because the final similarities are exact, an approximate miss can
+only lower a similarity, never raise one: approximation may lose a match but cannot invent one.
 
 Measured in bench/scale.py; the README has the table.
 """

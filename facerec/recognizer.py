@@ -41,6 +41,18 @@ class Skipped:
 
 
 @dataclass
+class _Prepared:
+    """One enrollment photo after the background stage: a chip to embed, or why it is left out."""
+
+    path: Path
+    digest: str = ""
+    record: FaceRecord | None = None
+    chip: np.ndarray | None = None
+    skipped: Skipped | None = None  # read, but no usable face
+    failed: Skipped | None = None  # could not be read
+
+
+@dataclass
 class EnrollReport:
     """What one enroll run did. `failed` are files that could not be read; `skipped` the rest left out."""
 
@@ -274,35 +286,37 @@ class FaceRecognizer:
                     added.update(record.person for record, _ in pending)
                     pending.clear()
 
-            def prepare(step: tuple[str, Path]) -> tuple[Path, str, FaceRecord | None, np.ndarray | None, Skipped | None]:
-                """(path, hash, record, chip, why not): everything but the embedding, in the background."""
+            def prepare(step: tuple[str, Path]) -> _Prepared:
+                """Everything but the embedding, in the background."""
                 person, path = step
                 try:
                     data = read_bytes(path)
                     digest = hashlib.sha256(data).hexdigest()
                     if digest in owners:
-                        return path, digest, None, None, None
+                        return _Prepared(path, digest)
                     image = decode_image(data, str(path), max_pixels=self.settings.max_image_pixels)
                 except ImageError as exc:
-                    return path, "", None, None, Skipped(str(path), str(exc))
+                    return _Prepared(path, failed=Skipped(str(path), str(exc)))
                 face, why = choose_main_face(self.detect(image), self.settings.enroll_min_score, self.settings.enroll_dominance)
                 if face is None:
-                    return path, digest, None, None, Skipped(str(path), why)
-                return path, digest, FaceRecord(person, str(path.resolve()), digest, face.box, face.score), self.embedder.chip(image, face), None
+                    return _Prepared(path, digest, skipped=Skipped(str(path), why))
+                record = FaceRecord(person, str(path.resolve()), digest, face.box, face.score)
+                return _Prepared(path, digest, record, self.embedder.chip(image, face))
 
             self.detector, self.embedder  # load the models here, not in the background threads
-            workers = self.settings.workers
             bar = tqdm(total=len(plan), desc="enroll", unit="photo", disable=not self.progress, leave=False)
             try:
-                for path, digest, record, chip, problem in prefetch(plan, prepare, workers=workers, depth=2 * self.settings.batch_size):
+                for photo in prefetch(plan, prepare, workers=self.settings.workers, depth=2 * self.settings.batch_size):
                     bar.update()
-                    if problem is not None:
-                        (report.skipped if digest else report.failed).append(problem)
-                    elif digest in owners:
-                        report.skipped.append(Skipped(str(path), f"already enrolled as {owners[digest]}"))
+                    if photo.failed is not None:
+                        report.failed.append(photo.failed)
+                    elif photo.skipped is not None:
+                        report.skipped.append(photo.skipped)
+                    elif photo.digest in owners:
+                        report.skipped.append(Skipped(str(photo.path), f"already enrolled as {owners[photo.digest]}"))
                     else:
-                        owners[digest] = record.person
-                        pending.append((record, chip))
+                        owners[photo.digest] = photo.record.person
+                        pending.append((photo.record, photo.chip))
                         if len(pending) >= self.settings.batch_size:
                             flush()
                         bar.set_postfix(faces=sum(added.values()) + len(pending), refresh=False)
