@@ -13,9 +13,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 def find_shared() -> Path:
     """../shared beside the project (FACEREC_SHARED overrides); benchmarks need it."""
-    path = Path(os.environ.get("FACEREC_SHARED") or PROJECT_ROOT.parent / "shared")
-    if not (path / "faces").is_dir():
-        sys.exit(f"bench: {path} holds no faces/; put the shared data beside the project (see ../shared/README.md)")
+    from facerec.testing import find_shared as locate
+
+    path = locate(PROJECT_ROOT)
+    if path is None:
+        sys.exit("bench: no ../shared/faces beside the project (or at FACEREC_SHARED); see ../shared/README.md")
     return path
 
 

@@ -74,8 +74,14 @@ def identify_all(rec, probes: list[tuple[str, Path]]) -> dict:
         top1 += bool(face.candidates) and face.candidates[0].name == person
         named += face.name == person
     seconds = time.perf_counter() - started
-    return {"top1": round(top1 / len(probes), 4), "named": round(named / len(probes), 4), "faces_found": found,
-            "probes": len(probes), "threshold": round(rec.threshold(), 4), "photos_per_s": round(len(probes) / seconds, 1)}
+    return {
+        "top1": round(top1 / len(probes), 4),
+        "named": round(named / len(probes), 4),
+        "faces_found": found,
+        "probes": len(probes),
+        "threshold": round(rec.threshold(), 4),
+        "photos_per_s": round(len(probes) / seconds, 1),
+    }
 
 
 def run_set(name: str, make, shared: Path, args, work: Path) -> dict:
@@ -94,13 +100,27 @@ def run_set(name: str, make, shared: Path, args, work: Path) -> dict:
     info = rec.info()
     rec.close()
     return {
-        "people": len(photos), "enrolled_faces": enrolled.faces_added, "enroll_s": round(enroll_s, 1),
-        "before": before, "after": after,
-        "adapt": {"kept": report.kept, "reason": report.reason, "seconds": report.seconds, "epochs_run": report.epochs_run,
-                  "best_epoch": report.best_epoch, "losses": report.losses, "val_accuracy": report.val_accuracy,
-                  "gate_before": report.before.new_people, "gate_after": report.after.new_people,
-                  "lfw_before": report.before.general, "lfw_after": report.after.general,
-                  "lfw_check": report.general_check, "train_photos": report.train_photos, "device": report.device},
+        "people": len(photos),
+        "enrolled_faces": enrolled.faces_added,
+        "enroll_s": round(enroll_s, 1),
+        "before": before,
+        "after": after,
+        "adapt": {
+            "kept": report.kept,
+            "reason": report.reason,
+            "seconds": report.seconds,
+            "epochs_run": report.epochs_run,
+            "best_epoch": report.best_epoch,
+            "losses": report.losses,
+            "val_accuracy": report.val_accuracy,
+            "gate_before": report.before.new_people,
+            "gate_after": report.after.new_people,
+            "lfw_before": report.before.general,
+            "lfw_after": report.after.general,
+            "lfw_check": report.general_check,
+            "train_photos": report.train_photos,
+            "device": report.device,
+        },
         "adapted_in_info": info["adapted"] is not None,
     }
 
@@ -127,13 +147,22 @@ def main() -> None:
     for name, r in results.items():
         a = r["adapt"]
         rows += [
-            (f"{name}: people, enrolled faces, probes", f"{r['people']}, {r['enrolled_faces']}, {r['before']['probes']}"),
+            (
+                f"{name}: people, enrolled faces, probes",
+                f"{r['people']}, {r['enrolled_faces']}, {r['before']['probes']}",
+            ),
             (f"{name}: top-1 before -> after", f"{r['before']['top1']:.4f} -> {r['after']['top1']:.4f}"),
-            (f"{name}: named at threshold before -> after",
-             f"{r['before']['named']:.4f} (t={r['before']['threshold']}) -> {r['after']['named']:.4f} (t={r['after']['threshold']})"),
+            (
+                f"{name}: named at threshold before -> after",
+                f"{r['before']['named']:.4f} (t={r['before']['threshold']}) -> {r['after']['named']:.4f} "
+                f"(t={r['after']['threshold']})",
+            ),
             (f"{name}: adapt gate (held-out) before -> after", f"{a['gate_before']:.4f} -> {a['gate_after']:.4f}"),
             (f"{name}: LFW check before -> after", f"{a['lfw_before']:.4f} -> {a['lfw_after']:.4f}"),
-            (f"{name}: adapt time ({a['device']}), epochs", f"{a['seconds']:.0f} s, {a['epochs_run']} (best {a['best_epoch']})"),
+            (
+                f"{name}: adapt time ({a['device']}), epochs",
+                f"{a['seconds']:.0f} s, {a['epochs_run']} (best {a['best_epoch']})",
+            ),
             (f"{name}: kept", f"{a['kept']}: {a['reason']}"),
         ]
     print_table(f"facerec adapt ({args.model})", rows, machine)

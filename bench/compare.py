@@ -45,8 +45,12 @@ def central(boxes: list[tuple[float, float, float, float]], width: int, height: 
     """Index of the box (x1, y1, x2, y2) whose centre is nearest the image centre."""
     if not boxes:
         return None
-    return min(range(len(boxes)), key=lambda i: ((boxes[i][0] + boxes[i][2]) / 2 - width / 2) ** 2
-               + ((boxes[i][1] + boxes[i][3]) / 2 - height / 2) ** 2)
+    return min(
+        range(len(boxes)),
+        key=lambda i: (
+            ((boxes[i][0] + boxes[i][2]) / 2 - width / 2) ** 2 + ((boxes[i][1] + boxes[i][3]) / 2 - height / 2) ** 2
+        ),
+    )
 
 
 class FaceRecognitionTool:
@@ -68,7 +72,9 @@ class FaceRecognitionTool:
 
     threshold = -0.6  # scores are negative Euclidean distances; 0.6 is face_recognition's default tolerance
 
-    def identify(self, enrolled: dict[str, list[Path]], probes: list[tuple[str | None, Path]]) -> list[tuple[str | None, float]]:
+    def identify(
+        self, enrolled: dict[str, list[Path]], probes: list[tuple[str | None, Path]]
+    ) -> list[tuple[str | None, float]]:
         """Each probe's nearest enrolled person and score, whatever the threshold (None: no face found)."""
         names, vectors = [], []
         for name, photos in enrolled.items():
@@ -91,8 +97,14 @@ class FaceRecognitionTool:
 
     def pair_scores(self, a: list[Path], b: list[Path]) -> np.ndarray:
         encoded = {p: self.encode(p) for p in dict.fromkeys(a + b)}
-        return np.array([-float(np.linalg.norm(encoded[x] - encoded[y]))
-                         if encoded[x] is not None and encoded[y] is not None else -1.0 for x, y in zip(a, b)])
+        return np.array(
+            [
+                -float(np.linalg.norm(encoded[x] - encoded[y]))
+                if encoded[x] is not None and encoded[y] is not None
+                else -1.0
+                for x, y in zip(a, b)
+            ]
+        )
 
 
 class FacerecTool:
@@ -103,7 +115,9 @@ class FacerecTool:
         self.min_face = min_face
         self.threshold = 0.0  # set by identify: the calibrated threshold for this gallery
 
-    def identify(self, enrolled: dict[str, list[Path]], probes: list[tuple[str | None, Path]]) -> list[tuple[str | None, float]]:
+    def identify(
+        self, enrolled: dict[str, list[Path]], probes: list[tuple[str | None, Path]]
+    ) -> list[tuple[str | None, float]]:
         from facerec import FaceRecognizer
 
         folder = self.work / "enroll"
@@ -122,16 +136,13 @@ class FacerecTool:
         return answers
 
     def pair_scores(self, a: list[Path], b: list[Path]) -> np.ndarray:
-        from facerec.detect import Detector
-        from facerec.embedders import load_embedder
-        from facerec.config import Settings
+        from facerec import FacePipeline
         from facerec.lfw import central_chips
 
-        embedder = load_embedder("dlib-resnet", device="cpu", progress=False)
+        pipeline = FacePipeline.load("dlib-resnet", device="cpu", min_face_size=self.min_face)
         photos = list(dict.fromkeys(str(p) for p in a + b))
-        detector = Detector.from_settings("cpu", Settings.from_env(), min_face_size=self.min_face)
-        chips, _ = central_chips(photos, embedder, detector)
-        vectors = dict(zip(photos, embedder.embed(chips)))
+        chips, _ = central_chips(photos, pipeline)
+        vectors = dict(zip(photos, pipeline.embed(chips)))
         return np.array([float(vectors[str(x)] @ vectors[str(y)]) for x, y in zip(a, b)])
 
 
@@ -140,13 +151,21 @@ def open_set(probes, best: list[tuple[str | None, float]], threshold: float) -> 
     named = [name if score >= threshold else None for name, score in best]
     known = [truth == name for (truth, _), name in zip(probes, named) if truth is not None]
     strangers = [name is not None for (truth, _), name in zip(probes, named) if truth is None]
-    return {"known_accuracy": round(float(np.mean(known)), 4), "stranger_false_accepts": round(float(np.mean(strangers)), 4)}
+    return {
+        "known_accuracy": round(float(np.mean(known)), 4),
+        "stranger_false_accepts": round(float(np.mean(strangers)), 4),
+    }
 
 
 def at_false_accepts(probes, best: list[tuple[str | None, float]], rate: float) -> dict:
-    """The open-set figures at the threshold that names `rate` of the strangers: tools compared at one operating point."""
+    """The open-set figures at the threshold that names `rate` of the strangers: the tools compared at one
+    operating point."""
     scores = np.sort([score for (truth, _), (_, score) in zip(probes, best) if truth is None])[::-1]
-    threshold = float(np.nextafter(scores[int(rate * len(scores))], np.inf)) if int(rate * len(scores)) < len(scores) else -np.inf
+    threshold = (
+        float(np.nextafter(scores[int(rate * len(scores))], np.inf))
+        if int(rate * len(scores)) < len(scores)
+        else -np.inf
+    )
     return {**open_set(probes, best, threshold), "threshold": round(threshold, 4)}
 
 
@@ -178,13 +197,17 @@ def main() -> None:
     parser.add_argument("--strangers", type=int, default=500)
     parser.add_argument("--pairs-folds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--min-face", type=int, default=20,
-                        help="facerec's smallest face in pixels (its default 20; face_recognition's HOG finds about 40 and up)")
+    parser.add_argument(
+        "--min-face",
+        type=int,
+        default=20,
+        help="facerec's smallest face in pixels (its default 20; face_recognition's HOG finds about 40 and up)",
+    )
     args = parser.parse_args()
     try:
         face_recognition_tool = FaceRecognitionTool()
     except ImportError as exc:
-        raise SystemExit(f"bench: face_recognition cannot be imported ({exc}); see this script's docstring")
+        raise SystemExit(f"bench: face_recognition cannot be imported ({exc}); see this script's docstring") from None
     machine = set_threads(args.threads)
     from facerec.evaluate import read_pairs
 
@@ -192,8 +215,10 @@ def main() -> None:
     enrolled, probes = protocol(lfw, args.min_photos, args.max_probes, args.strangers)
     pairs = [p for p in read_pairs(lfw / "pairs.txt", lfw) if p.fold < args.pairs_folds]
     with tempfile.TemporaryDirectory(prefix="facerec-compare-") as tmp:
-        results = {tool.name: measure(tool, enrolled, probes, pairs)
-                   for tool in (face_recognition_tool, FacerecTool(Path(tmp), args.min_face))}
+        results = {
+            tool.name: measure(tool, enrolled, probes, pairs)
+            for tool in (face_recognition_tool, FacerecTool(Path(tmp), args.min_face))
+        }
     a, b = results["face_recognition"], results["facerec"]
     # face_recognition again, at the threshold that gives it facerec's stranger false-accept rate.
     matched = at_false_accepts(probes, a.pop("_best"), b["stranger_false_accepts"])
@@ -204,11 +229,25 @@ def main() -> None:
     b["stranger_false_accepts_at_that_threshold"] = b["stranger_false_accepts"]
     ratio = {key: round(b[key] / a[key], 2) if a[key] else None for key in a}
     rows = [(key, f"{a[key]:>8}  {b[key]:>8}  x{ratio[key]}") for key in a]
-    print_table(f"face_recognition vs facerec ({len(enrolled)} people enrolled, {len(probes)} probes of which "
-                f"{sum(t is None for t, _ in probes)} strangers, {len(pairs)} LFW pairs; facerec's smallest face {args.min_face} px)",
-                [("", "face_rec   facerec  ratio"), *rows], machine)
-    print_json("compare", {"people": len(enrolled), "probes": len(probes), "pairs": len(pairs), "facerec_min_face": args.min_face,
-                           **results, "ratio": ratio}, machine)
+    print_table(
+        f"face_recognition vs facerec ({len(enrolled)} people enrolled, {len(probes)} probes of which "
+        f"{sum(t is None for t, _ in probes)} strangers, {len(pairs)} LFW pairs; facerec's smallest face "
+        f"{args.min_face} px)",
+        [("", "face_rec   facerec  ratio"), *rows],
+        machine,
+    )
+    print_json(
+        "compare",
+        {
+            "people": len(enrolled),
+            "probes": len(probes),
+            "pairs": len(pairs),
+            "facerec_min_face": args.min_face,
+            **results,
+            "ratio": ratio,
+        },
+        machine,
+    )
 
 
 if __name__ == "__main__":

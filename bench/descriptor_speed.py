@@ -145,6 +145,7 @@ def main() -> None:
         "facerec_batch1_cores_busy": results["facerec batch 1"]["cores_busy"],
         "facerec_batch1_vs_batch_max_abs_diff": float(np.abs(results["facerec batch 1"]["result"] - reference).max()),
     }
+
     def speed(name: str) -> str:
         return f"{ms[name]:.1f} ms/face  ({results[name]['cores_busy']:.1f} cores busy)"
 

@@ -26,17 +26,17 @@ def main() -> None:
     args = parser.parse_args()
     machine = set_threads(args.threads)
 
-    from facerec.detect import Detector
-    from facerec.embedders import load_embedder
+    from facerec import FacePipeline
     from facerec.evaluate import read_pairs, ten_fold
     from facerec.lfw import embed_photos
 
     lfw = args.lfw or find_shared() / "faces" / "lfw"
     pairs = read_pairs(lfw / "pairs.txt", lfw)
-    embedder = load_embedder(args.model, weights=Path(args.weights) if args.weights else None, device="cpu", progress=False)
+    pipeline = FacePipeline.load(args.model, weights=args.weights, device="cpu")
+    embedder = pipeline.embedder
     photos = list(dict.fromkeys(p for pair in pairs for p in (pair.a, pair.b)))
     start = time.perf_counter()
-    vectors = embed_photos(photos, embedder, Detector("cpu"), progress=True)
+    vectors = embed_photos(photos, pipeline, progress=True)
     embed_s = time.perf_counter() - start
     a, b = vectors.rows([p.a for p in pairs]), vectors.rows([p.b for p in pairs])
     same = np.array([p.same for p in pairs])
@@ -49,15 +49,33 @@ def main() -> None:
         variants[f"cosine{' + flip' if flip else ''}"] = ((unit[a] * unit[b]).sum(axis=1), 1)
         variants[f"euclidean raw{' + flip' if flip else ''}"] = (-np.linalg.norm(raw[a] - raw[b], axis=1), -1)
 
-    rows, figures = [], {"model": embedder.spec.name, "pairs": len(pairs), "photos": len(photos),
-                         "faces_not_found": vectors.missed, "embed_s": round(embed_s, 1), "rules": {}}
+    rows, figures = (
+        [],
+        {
+            "model": embedder.spec.name,
+            "pairs": len(pairs),
+            "photos": len(photos),
+            "faces_not_found": vectors.missed,
+            "embed_s": round(embed_s, 1),
+            "rules": {},
+        },
+    )
     for name, (scores, sign) in variants.items():
         result = ten_fold(scores, same, folds)
         threshold = sign * result.threshold
-        rows.append((name, f"{result.accuracy:.4f} ± {result.accuracy_std:.4f}   threshold {threshold:.3f}   "
-                           f"TAR@FAR=1e-3 {result.tar_at_far['1e-3']:.4f}"))
-        figures["rules"][name] = {"accuracy": result.accuracy, "std": result.accuracy_std, "threshold": threshold,
-                                  "tar_at_far_1e-3": result.tar_at_far["1e-3"]}
+        rows.append(
+            (
+                name,
+                f"{result.accuracy:.4f} ± {result.accuracy_std:.4f}   threshold {threshold:.3f}   "
+                f"TAR@FAR=1e-3 {result.tar_at_far['1e-3']:.4f}",
+            )
+        )
+        figures["rules"][name] = {
+            "accuracy": result.accuracy,
+            "std": result.accuracy_std,
+            "threshold": threshold,
+            "tar_at_far_1e-3": result.tar_at_far["1e-3"],
+        }
     rows.append(("faces not found", f"{vectors.missed} of {len(photos)} photos (aligned with mean LFW landmarks)"))
     print_table(f"LFW 10-fold, {embedder.spec.name}, {len(pairs)} pairs", rows, machine)
     print_json("lfw", figures, machine)

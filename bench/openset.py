@@ -57,8 +57,7 @@ def main() -> None:
     args = parser.parse_args()
     machine = set_threads(args.threads)
 
-    from facerec.detect import Detector
-    from facerec.embedders import load_embedder
+    from facerec import FacePipeline
     from facerec.evaluate import choose_open_set_threshold, open_set_sweep
     from facerec.lfw import embed_photos, open_set_protocol, stable_fraction
 
@@ -68,16 +67,26 @@ def main() -> None:
     index = {n: i for i, n in enumerate(names)}
     gallery_paths = [p for n in names for p in protocol.enrolled[n]]
     labels = np.array([index[n] for n in names for _ in protocol.enrolled[n]])
-    embedder = load_embedder(args.model, weights=Path(args.weights) if args.weights else None, device="cpu", progress=False)
-    vectors = embed_photos(gallery_paths + protocol.probes, embedder, Detector("cpu"), progress=True)
+    pipeline = FacePipeline.load(args.model, weights=args.weights, device="cpu")
+    embedder = pipeline.embedder
+    vectors = embed_photos(gallery_paths + protocol.probes, pipeline, progress=True)
     g_rows, p_rows = vectors.rows(gallery_paths), vectors.rows(protocol.probes)
     truth = np.array([index[t] if t is not None else -1 for t in protocol.truth])
     is_known = truth >= 0
     half = np.array([stable_fraction(t or p.parent.name) < 0.5 for t, p in zip(protocol.truth, protocol.probes)])
 
-    rows, figures = [], {"model": embedder.spec.name, "people_enrolled": len(names), "faces_enrolled": len(gallery_paths),
-                         "known_probes": int(is_known.sum()), "stranger_probes": int((~is_known).sum()),
-                         "max_far": args.max_far, "rules": {}}
+    rows, figures = (
+        [],
+        {
+            "model": embedder.spec.name,
+            "people_enrolled": len(names),
+            "faces_enrolled": len(gallery_paths),
+            "known_probes": int(is_known.sum()),
+            "stranger_probes": int((~is_known).sum()),
+            "max_far": args.max_far,
+            "rules": {},
+        },
+    )
     for flip in (False, True):
         unit = vectors.vectors(flip)
         raw = (vectors.plain + vectors.mirror) / 2 if flip else vectors.plain
@@ -99,17 +108,25 @@ def main() -> None:
                     chosen = choose_open_set_threshold(gated, right, is_known, args.max_far)
                     held = []
                     for part in (half, ~half):
-                        pick = choose_open_set_threshold(gated[part], right[part], is_known[part], args.max_far).threshold
+                        pick = choose_open_set_threshold(
+                            gated[part], right[part], is_known[part], args.max_far
+                        ).threshold
                         t, acc, far = open_set_sweep(gated[~part], right[~part], is_known[~part])
                         i = min(np.searchsorted(t, pick), len(t) - 1)
                         held.append((acc[i], far[i]))
                     name = f"{metric}, {rule}{', flip' if flip else ''}{f', margin {min_margin}' if min_margin else ''}"
                     sign = 1 if metric == "cosine" else -1
-                    rows.append((name, f"known {chosen.known_accuracy:.4f}  FAR {chosen.false_accept_rate:.4f}  "
-                                       f"threshold {sign * chosen.threshold:.3f}  held-out known "
-                                       f"{np.mean([h[0] for h in held]):.4f} FAR {np.mean([h[1] for h in held]):.4f}"))
+                    rows.append(
+                        (
+                            name,
+                            f"known {chosen.known_accuracy:.4f}  FAR {chosen.false_accept_rate:.4f}  "
+                            f"threshold {sign * chosen.threshold:.3f}  held-out known "
+                            f"{np.mean([h[0] for h in held]):.4f} FAR {np.mean([h[1] for h in held]):.4f}",
+                        )
+                    )
                     figures["rules"][name] = {
-                        "known_accuracy": chosen.known_accuracy, "false_accept_rate": chosen.false_accept_rate,
+                        "known_accuracy": chosen.known_accuracy,
+                        "false_accept_rate": chosen.false_accept_rate,
                         "threshold": sign * chosen.threshold,
                         "held_out_known_accuracy": float(np.mean([h[0] for h in held])),
                         "held_out_false_accept_rate": float(np.mean([h[1] for h in held])),
@@ -140,11 +157,19 @@ def main() -> None:
         far = float(np.mean(np.concatenate(stranger_best) >= threshold))
         known_acc = float(np.mean(np.concatenate([right & (best >= threshold) for best, right in known_draws])))
         by_size.append([size, round(threshold, 4)])
-        rows.append((f"threshold for {size} people", f"{threshold:.4f}  (strangers named {far:.3f}, "
-                                                      f"known people named right {known_acc:.3f})"))
+        rows.append(
+            (
+                f"threshold for {size} people",
+                f"{threshold:.4f}  (strangers named {far:.3f}, known people named right {known_acc:.3f})",
+            )
+        )
     figures["identify_by_gallery_size"] = by_size
-    print_table(f"LFW open-set identification, {embedder.spec.name}: {len(names)} people enrolled, "
-                f"{int(is_known.sum())} known / {int((~is_known).sum())} stranger probes, FAR <= {args.max_far}", rows, machine)
+    print_table(
+        f"LFW open-set identification, {embedder.spec.name}: {len(names)} people enrolled, "
+        f"{int(is_known.sum())} known / {int((~is_known).sum())} stranger probes, FAR <= {args.max_far}",
+        rows,
+        machine,
+    )
     print_json("openset", figures, machine)
 
 

@@ -72,14 +72,18 @@ def measure(name: str, search, queries: np.ndarray, truth: np.ndarray) -> dict:
     search(queries[:10])  # warm up
     lat, answers = latencies(search, queries)
     recall = float(np.mean([ids[0, 0] == t for (_, ids), t in zip(answers, truth)]))
-    return {"index": name, "p50_ms": round(float(np.percentile(lat, 50)), 3),
-            "p99_ms": round(float(np.percentile(lat, 99)), 3), "recall_at_1": round(recall, 4)}
+    return {
+        "index": name,
+        "p50_ms": round(float(np.percentile(lat, 50)), 3),
+        "p99_ms": round(float(np.percentile(lat, 99)), 3),
+        "recall_at_1": round(recall, 4),
+    }
 
 
 def index_rows(n: int, dim: int, queries_n: int, ivf: bool) -> list[dict]:
     import faiss
 
-    from facerec.index import VectorIndex
+    from facerec.gallery.index import VectorIndex
 
     vectors, _, queries, _ = synthetic(n, dim, queries_n)
     ids = np.arange(n, dtype=np.int64)
@@ -103,7 +107,9 @@ def index_rows(n: int, dim: int, queries_n: int, ivf: bool) -> list[dict]:
         row = {"build_s": round(time.perf_counter() - start, 2), "memory_mb": None}
         for nprobe in (16, 64, 256):
             index.nprobe = nprobe
-            rows.append({**measure(f"IVF{nlist} nprobe {nprobe}", lambda q: index.search(q, NEIGHBOURS), queries, truth), **row})
+            rows.append(
+                {**measure(f"IVF{nlist} nprobe {nprobe}", lambda q: index.search(q, NEIGHBOURS), queries, truth), **row}
+            )
     for row in rows:
         row.update(faces=n, dim=dim)
     return rows
@@ -111,16 +117,18 @@ def index_rows(n: int, dim: int, queries_n: int, ivf: bool) -> list[dict]:
 
 def gallery_row(n: int, dim: int, queries_n: int, tmp: Path) -> dict:
     """The same data through the Gallery: SQLite rows, the index file, both search rules."""
-    from facerec.gallery import FaceRecord, Gallery
+    from facerec.gallery import FaceRecord, Gallery, GalleryMeta
 
     vectors, owner, queries, asked = synthetic(n, dim, queries_n, seed=1)
-    meta = {"model": "synthetic", "dim": str(dim), "weights_sha256": "0" * 64, "weights_path": "-"}
+    meta = GalleryMeta.new("synthetic", dim, Path("-"), "0" * 64)
     path = tmp / f"g{n}x{dim}"
     start = time.perf_counter()
     with Gallery.open_for_write(path, create=meta) as gallery:
         for s in range(0, n, 10_000):
-            records = [FaceRecord(f"person{o:07d}", f"/synthetic/{i}.jpg", f"{i:064x}", (0, 0, 1, 1), 1.0)
-                       for i, o in zip(range(s, s + 10_000), owner[s : s + 10_000])]
+            records = [
+                FaceRecord(f"person{o:07d}", f"/synthetic/{i}.jpg", f"{i:064x}", (0, 0, 1, 1), 1.0)
+                for i, o in zip(range(s, s + 10_000), owner[s : s + 10_000])
+            ]
             gallery.add(records, vectors[s : s + 10_000])
     enrolled = time.perf_counter() - start
     before = rss_mb()
@@ -130,11 +138,18 @@ def gallery_row(n: int, dim: int, queries_n: int, tmp: Path) -> dict:
     start = time.perf_counter()
     gallery.search(queries[:1])
     centroid_build = time.perf_counter() - start
-    row = {"faces": n, "dim": dim, "people": gallery.people_count, "index": gallery.index_kind,
-           "add_s": round(enrolled, 1), "open_s": round(opened, 2), "first_centroid_search_s": round(centroid_build, 2),
-           "disk_mb": round(sum(p.stat().st_size for p in path.iterdir()) / 2**20)}
+    row = {
+        "faces": n,
+        "dim": dim,
+        "people": gallery.people_count,
+        "index": gallery.index_kind,
+        "add_s": round(enrolled, 1),
+        "open_s": round(opened, 2),
+        "first_centroid_search_s": round(centroid_build, 2),
+        "disk_mb": round(sum(p.stat().st_size for p in path.iterdir()) / 2**20),
+    }
     for rule in ("centroid", "nearest"):
-        lat, answers = latencies(lambda q: gallery.search(q, top_k=3, rule=rule), queries)
+        lat, answers = latencies(lambda q, rule=rule: gallery.search(q, top_k=3, rule=rule), queries)
         row[f"{rule}_p50_ms"] = round(float(np.percentile(lat, 50)), 3)
         row[f"{rule}_p99_ms"] = round(float(np.percentile(lat, 99)), 3)
         named = [hits[0][0].name for hits in answers]
@@ -167,15 +182,25 @@ def main() -> None:
             if args.gallery_size:
                 galleries.append(gallery_row(args.gallery_size, dim, args.queries, Path(tmp)))
                 print(galleries[-1], flush=True)
-    table = [(f"{r['faces']:>9,} x {r['dim']:<3}  {r['index']:<28}",
-              f"build {r['build_s']:>6.1f} s  mem {r['memory_mb'] if r['memory_mb'] is not None else '-':>5} MB  p50 {r['p50_ms']:>7.2f} ms  "
-              f"p99 {r['p99_ms']:>7.2f} ms  recall@1 {r['recall_at_1']:.3f}") for r in rows]
+    table = [
+        (
+            f"{r['faces']:>9,} x {r['dim']:<3}  {r['index']:<28}",
+            f"build {r['build_s']:>6.1f} s  mem "
+            f"{r['memory_mb'] if r['memory_mb'] is not None else '-':>5} MB  p50 {r['p50_ms']:>7.2f} ms  "
+            f"p99 {r['p99_ms']:>7.2f} ms  recall@1 {r['recall_at_1']:.3f}",
+        )
+        for r in rows
+    ]
     for g in galleries:
-        table.append((f"{g['faces']:>9,} x {g['dim']:<3}  Gallery ({g['people']:,} people)",
-                      f"add {g['add_s']} s, open {g['open_s']} s, first centroid search {g['first_centroid_search_s']} s, "
-                      f"disk {g['disk_mb']} MB, mem {g['memory_mb']} MB; centroid p50/p99 {g['centroid_p50_ms']}/"
-                      f"{g['centroid_p99_ms']} ms top-1 {g['centroid_top1']}; nearest p50/p99 {g['nearest_p50_ms']}/"
-                      f"{g['nearest_p99_ms']} ms top-1 {g['nearest_top1']}"))
+        table.append(
+            (
+                f"{g['faces']:>9,} x {g['dim']:<3}  Gallery ({g['people']:,} people)",
+                f"add {g['add_s']} s, open {g['open_s']} s, first centroid search {g['first_centroid_search_s']} s, "
+                f"disk {g['disk_mb']} MB, mem {g['memory_mb']} MB; centroid p50/p99 {g['centroid_p50_ms']}/"
+                f"{g['centroid_p99_ms']} ms top-1 {g['centroid_top1']}; nearest p50/p99 {g['nearest_p50_ms']}/"
+                f"{g['nearest_p99_ms']} ms top-1 {g['nearest_top1']}",
+            )
+        )
     print_table("facerec search at scale (synthetic faces, single queries, k=64)", table, machine)
     print_json("scale", {"indexes": rows, "galleries": galleries}, machine)
 

@@ -46,6 +46,13 @@ class Timed:
             self.calls += 1
 
 
+class TimedDetector:
+    """What `stream.watch` needs of a detector, with its detect timed."""
+
+    def __init__(self, detect: Timed) -> None:
+        self.detect = detect
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=2)
@@ -55,6 +62,7 @@ def main() -> None:
 
     from facerec import FaceRecognizer
     from facerec.stream import Frame, Tracker, watch
+    from facerec.video import VIDEO_MIN_FACE, vector_namer
 
     shared = find_shared()
     rec = FaceRecognizer(Path(tempfile.mkdtemp()) / "g", model="dlib-resnet", device="cpu")
@@ -62,15 +70,18 @@ def main() -> None:
     rows, figures = [], {"detect_every": args.detect_every, "sizes": {}}
     for size in ((640, 480), (1280, 720)):
         frames = clip(shared / "video" / "obama_podium.mp4", size) + clip(shared / "video" / "hamilton_clip.mp4", size)
-        detector = rec.video_detector(40)
-        detect = Timed(detector.detect)
-        detector.detect = detect
-        embed = Timed(rec.embed)
-        tracker = Tracker(embed, rec._decider(None))
-        list(watch((Frame(i, i / 25, f) for i, f in enumerate(frames[:10])), detector, Tracker(rec.embed, rec._decider(None))))
+        video = rec.pipeline.with_min_face(VIDEO_MIN_FACE)
+        namer = vector_namer(rec.session, None)
+        detect = Timed(video.detector.detect)
+        detector = TimedDetector(detect)
+        embed = Timed(video.vectors)
+        tracker = Tracker(embed, namer)
+        list(watch((Frame(i, i / 25, f) for i, f in enumerate(frames[:10])), detector, Tracker(video.vectors, namer)))
         detect.seconds = detect.calls = 0
         start = time.perf_counter()
-        for _ in watch((Frame(i, i / 25, f) for i, f in enumerate(frames)), detector, tracker, detect_every=args.detect_every):
+        for _ in watch(
+            (Frame(i, i / 25, f) for i, f in enumerate(frames)), detector, tracker, detect_every=args.detect_every
+        ):
             pass
         total = time.perf_counter() - start
         fps = len(frames) / total
@@ -84,7 +95,7 @@ def main() -> None:
         for lead in (4, 5):
             arrival: dict[int, float] = {}
 
-            def paced(lead=lead, arrival=arrival):
+            def paced(lead=lead, arrival=arrival, blank=blank, frames=frames):
                 t0 = time.perf_counter()
                 for i, image in enumerate([blank] * lead + frames[:50]):
                     delay = t0 + i / 25 - time.perf_counter()
@@ -93,25 +104,34 @@ def main() -> None:
                     arrival[i] = time.perf_counter()
                     yield Frame(i, i / 25, image)
 
-            for result in watch(paced(), detector, Tracker(rec.embed, rec._decider(None)), detect_every=args.detect_every):
-                if any(f["name"] not in ("unknown", "…") for f in result.faces):
+            for result in watch(paced(), detector, Tracker(video.vectors, namer), detect_every=args.detect_every):
+                if any(f.name not in ("unknown", "…") for f in result.faces):
                     latencies.append(time.perf_counter() - arrival[lead])
                     break
         key = f"{size[0]}x{size[1]}"
         other = total - detect_s - embed_s
         figures["sizes"][key] = {
-            "frames": len(frames), "fps": round(fps, 1),
+            "frames": len(frames),
+            "fps": round(fps, 1),
             "detect_ms_per_call": round(1000 * detect_s / max(detect_calls, 1), 1),
             "detect_share": round(detect_s / total, 3),
-            "embed_ms_per_call": round(1000 * embed_s / max(embed_calls, 1), 1), "embed_calls": embed_calls,
-            "embed_share": round(embed_s / total, 3), "other_share": round(other / total, 3),
+            "embed_ms_per_call": round(1000 * embed_s / max(embed_calls, 1), 1),
+            "embed_calls": embed_calls,
+            "embed_share": round(embed_s / total, 3),
+            "other_share": round(other / total, 3),
             "time_to_name_ms": [round(1000 * t) for t in latencies],
         }
         rows += [
             (f"{key}: processed", f"{fps:.1f} frames/s over {len(frames)} frames (detector every {args.detect_every})"),
-            (f"{key}: detect", f"{1000 * detect_s / max(detect_calls, 1):.1f} ms a call, {100 * detect_s / total:.0f}% of the time"),
-            (f"{key}: embed", f"{1000 * embed_s / max(embed_calls, 1):.1f} ms a call ({embed_calls} calls for "
-                              f"{len(frames)} frames), {100 * embed_s / total:.0f}%"),
+            (
+                f"{key}: detect",
+                f"{1000 * detect_s / max(detect_calls, 1):.1f} ms a call, {100 * detect_s / total:.0f}% of the time",
+            ),
+            (
+                f"{key}: embed",
+                f"{1000 * embed_s / max(embed_calls, 1):.1f} ms a call ({embed_calls} calls for "
+                f"{len(frames)} frames), {100 * embed_s / total:.0f}%",
+            ),
             (f"{key}: tracking, voting", f"{100 * other / total:.0f}%"),
             (f"{key}: time to a name", " / ".join(f"{1000 * t:.0f} ms" for t in latencies)),
         ]
@@ -121,16 +141,22 @@ def main() -> None:
 
     crowd = clip(shared / "video" / "crowd_arcade.mp4", (1280, 720), limit=100)[::10]
     found = {}
-    for label, detector, shrink in (("full size (min face 20)", Detector("cpu", min_face_size=20), 1.0),
-                                     ("facerec watch (min face 40)", rec.video_detector(40), 1.0),
-                                     ("quarter size (usual recipe)", Detector("cpu", min_face_size=20), 0.25)):
+    for label, detector, shrink in (
+        ("full size (min face 20)", Detector("cpu", min_face_size=20), 1.0),
+        ("facerec watch (min face 40)", video.detector, 1.0),
+        ("quarter size (usual recipe)", Detector("cpu", min_face_size=20), 0.25),
+    ):
         widths = []
         for image in crowd:
             small = cv2.resize(image, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA) if shrink < 1 else image
             widths += [f.width / shrink for f in detector.detect(small)]
         found[label] = widths
-        rows.append((f"crowd 1280x720: {label}", f"{len(widths) / len(crowd):.1f} faces/frame, smallest "
-                                                 f"{min(widths, default=0):.0f} px"))
+        rows.append(
+            (
+                f"crowd 1280x720: {label}",
+                f"{len(widths) / len(crowd):.1f} faces/frame, smallest {min(widths, default=0):.0f} px",
+            )
+        )
     figures["crowd_faces_per_frame"] = {k: round(len(v) / len(crowd), 2) for k, v in found.items()}
     print_table("facerec watch on CPU (dlib-resnet)", rows, machine)
     print_json("stream", figures, machine)

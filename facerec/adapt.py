@@ -22,13 +22,13 @@ about keeping what the pretrained model knows and proving any gain before keepin
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,16 +36,15 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .config import Settings
-from .detect import Detector, choose_main_face
-from .embedders import Embedder, load_embedder
-from .embedders.base import FAMILIES
+from .decision import ScoreMap
+from .embedders.base import FAMILIES, Embedder
 from .errors import GalleryMismatchError, ImageError, InputError, ModelError
 from .evaluate import read_pairs, ten_fold
-from .fileio import write_atomically
-from .gallery import FaceRecord, Gallery, no_gallery
-from .images import decode_image, read_bytes
+from .fileio import sha256_bytes, sha256_file, write_atomically, write_bytes_atomically
+from .gallery import Adaptation, FaceRecord, Gallery, GalleryMeta, no_gallery
 from .lfw import central_chips
-from .stream import iou
+from .pipeline import FacePipeline
+from .vectors import group_means
 
 # Parameter-name prefixes that learn, per model family: the last stage and the embedding layer.
 TRAINABLE = {
@@ -125,7 +124,7 @@ class AdaptReport:
     reason: str
     dry_run: bool
     checkpoint: str | None = None
-    thresholds: dict[str, float] = field(default_factory=dict)
+    thresholds: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -145,39 +144,8 @@ class RollbackReport:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class ScoreMap:
-    """Maps the base model's thresholds onto an adapted model's similarity scale.
-
-    Adapting moves the scores (strangers usually end up less alike), so a threshold calibrated for the base
-    model would name too few or too many. A threshold t is mapped to the score that is as many standard
-    deviations above the strangers' mean (different people of the adaptation data) under the adapted
-    model as t was under the base model. Approximate; `--threshold` overrides it.
-    """
-
-    base_mean: float
-    base_std: float
-    mean: float
-    std: float
-
-    def apply(self, threshold: float) -> float:
-        return float(min(0.9999, self.mean + (threshold - self.base_mean) * self.std / self.base_std))
-
-    @classmethod
-    def from_meta(cls, meta: dict[str, str]) -> "ScoreMap | None":
-        raw = meta.get("score_map")
-        return cls(**json.loads(raw)) if raw else None
-
-    @classmethod
-    def measure(cls, base: np.ndarray, adapted: np.ndarray, labels: np.ndarray) -> "ScoreMap":
-        different = labels[:, None] != labels[None, :]
-        before, after = (v @ v.T for v in (base, adapted))
-        return cls(float(before[different].mean()), float(before[different].std() + 1e-6),
-                   float(after[different].mean()), float(after[different].std() + 1e-6))
-
-
 # -- data --------------------------------------------------------------------------------------------
-def _chip_of_record(record: FaceRecord, embedder: Embedder, detector: Detector, settings: Settings) -> np.ndarray:
+def _chip_of_record(record: FaceRecord, pipeline: FacePipeline) -> np.ndarray:
     """The enrolled face's chip, from its source photo: the photo must be there and unchanged."""
     source = Path(record.source)
     fix = f"put it back, or `facerec forget {record.person!r}` and enroll that person again"
@@ -188,41 +156,37 @@ def _chip_of_record(record: FaceRecord, embedder: Embedder, detector: Detector, 
                 f"of every enrolled face; `facerec forget {record.person!r}` and enroll them from photos"
             )
         raise InputError(f"{source}: the photo enrolled as {record.person} is missing; {fix}")
-    data = read_bytes(source)
-    if hashlib.sha256(data).hexdigest() != record.sha256:
+    photo = pipeline.load_photo(source)
+    if photo.sha256 != record.sha256 or photo.image is None:
         raise InputError(f"{source}: the photo enrolled as {record.person} has changed since it was enrolled; {fix}")
-    image = decode_image(data, str(source), max_pixels=settings.max_image_pixels)
-    faces = detector.detect(image)
-    overlap, best = max(((iou(f.box, record.box), f) for f in faces), key=lambda pair: pair[0], default=(0.0, None))
-    if best is None or overlap < 0.5:
+    face = pipeline.face_at(photo.image, record.box)
+    if face is None:
         raise InputError(f"{source}: the face enrolled as {record.person} is no longer found in it; {fix}")
-    return embedder.chip(image, best)
+    return pipeline.chip(photo.image, face)
 
 
-def gallery_chips(records: list[FaceRecord], embedder: Embedder, detector: Detector, settings: Settings,
-                  progress: bool) -> np.ndarray:
+def gallery_chips(records: list[FaceRecord], pipeline: FacePipeline, progress: bool) -> np.ndarray:
     """Every enrolled face's chip, re-made from its source photo; any missing or changed photo is an error
     before anything else happens."""
-    return embedder.stack([_chip_of_record(r, embedder, detector, settings)
-                           for r in tqdm(records, desc="read gallery photos", unit="photo", disable=not progress, leave=False)])
+    bar = tqdm(records, desc="read gallery photos", unit="photo", disable=not progress, leave=False)
+    return pipeline.embedder.stack([_chip_of_record(r, pipeline) for r in bar])
 
 
-def photo_faces(plan: list[tuple[str, Path]], embedder: Embedder, detector: Detector, settings: Settings,
-                progress: bool) -> FaceSet:
+def photo_faces(plan: list[tuple[str, Path]], pipeline: FacePipeline, progress: bool) -> FaceSet:
     """A labelled photo folder (the enroll layout) as chips; photos without one clear face are left out."""
     chips, names, hashes = [], [], []
     for person, path in tqdm(plan, desc="read photos", unit="photo", disable=not progress, leave=False):
         try:
-            data = read_bytes(path)
-            image = decode_image(data, str(path), max_pixels=settings.max_image_pixels)
+            photo = pipeline.load_photo(path)
         except ImageError:
             continue
-        face, _ = choose_main_face(detector.detect(image), settings.enroll_min_score, settings.enroll_dominance)
+        assert photo.image is not None
+        face, _ = pipeline.main_face(photo.image)
         if face is not None:
-            chips.append(embedder.chip(image, face))
+            chips.append(pipeline.chip(photo.image, face))
             names.append(person)
-            hashes.append(hashlib.sha256(data).hexdigest())
-    return _face_set(chips, names, hashes, embedder)
+            hashes.append(photo.sha256)
+    return _face_set(chips, names, hashes, pipeline.embedder)
 
 
 def _face_set(chips: list[np.ndarray] | np.ndarray, names: list[str], hashes: list[str], embedder: Embedder) -> FaceSet:
@@ -240,7 +204,8 @@ def split_faces(faces: FaceSet, holdout: float, *, hold_back_people: bool, seed:
         raise InputError(f"{source} holds {held}; adapting needs at least 2 people with at least 2 photos each")
     if len(eligible) < 2:
         raise InputError(
-            f"{source}: only {len(eligible)} of its {len(faces.people)} people have 2 or more photos; adapting needs at "
+            f"{source}: only {len(eligible)} of its {len(faces.people)} people have 2 or more photos; "
+            f"adapting needs at "
             "least 2 people with at least 2 photos each: enroll more photos of them"
         )
     rng = np.random.default_rng(seed)
@@ -249,12 +214,17 @@ def split_faces(faces: FaceSet, holdout: float, *, hold_back_people: bool, seed:
         count = max(2, round(GENERAL_PEOPLE_SHARE * len(eligible)))
         if len(eligible) - count < 2:
             raise InputError(
-                f"{source}: {len(eligible)} people with 2 or more photos are too few to hold {count} back for the general "
+                f"{source}: {len(eligible)} people with 2 or more photos are too few to hold {count} "
+                f"back for the general "
                 f"check; give --lfw DIR (LFW for the check) or enroll at least {count + 2} such people"
             )
         held_back = sorted(rng.choice(eligible, size=count, replace=False).tolist())
     training = [p for p in eligible if p not in held_back]
-    train, val, gate, g_enroll, g_probe = [], [], [], [], []
+    train: list[int] = []
+    val: list[int] = []
+    gate: list[int] = []
+    g_enroll: list[int] = []
+    g_probe: list[int] = []
     for person in eligible:
         photos = rng.permutation(np.flatnonzero(faces.labels == person)).tolist()
         if person in held_back:
@@ -265,19 +235,20 @@ def split_faces(faces: FaceSet, holdout: float, *, hold_back_people: bool, seed:
         n_hold = min(len(photos) - 1, max(1, round(holdout * len(photos))))
         (val if training.index(person) % 2 == 0 else gate).extend(photos[:n_hold])
         train += photos[n_hold:]
-    as_array = lambda items: np.array(sorted(items), np.int64)  # noqa: E731
+    as_array = lambda items: np.array(sorted(items), np.int64)
     return Split(as_array(train), as_array(val), as_array(gate), as_array(g_enroll), as_array(g_probe))
 
 
 # -- measuring ---------------------------------------------------------------------------------------
-def identification(vectors: np.ndarray, labels: np.ndarray, enroll: np.ndarray, probe: np.ndarray) -> tuple[float, float]:
+def identification(
+    vectors: np.ndarray, labels: np.ndarray, enroll: np.ndarray, probe: np.ndarray
+) -> tuple[float, float]:
     """Closed-set accuracy of the probes against the enrolled people's centroids (the gallery's rule), and the
     mean margin of the true person over the best other one (a finer score to break ties)."""
     if len(probe) == 0:
         return float("nan"), float("nan")
-    people = np.unique(labels[enroll])
-    centroids = np.stack([vectors[enroll][labels[enroll] == p].sum(axis=0) for p in people])
-    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    people, rows = np.unique(labels[enroll], return_inverse=True)
+    centroids = group_means(vectors[enroll], rows, len(people))
     sims = vectors[probe] @ centroids.T
     truth = np.searchsorted(people, labels[probe])
     accuracy = float(np.mean(people[sims.argmax(axis=1)] == labels[probe]))
@@ -289,7 +260,7 @@ def identification(vectors: np.ndarray, labels: np.ndarray, enroll: np.ndarray, 
 class LfwCheck:
     """Verification accuracy on a fixed subset of LFW pairs: the folds of `LFW_CHECK_FOLDS`, chips made once."""
 
-    def __init__(self, lfw_dir: Path, embedder: Embedder, detector: Detector, progress: bool) -> None:
+    def __init__(self, lfw_dir: Path, pipeline: FacePipeline, progress: bool) -> None:
         pairs = [p for p in read_pairs(lfw_dir / "pairs.txt", lfw_dir) if p.fold < LFW_CHECK_FOLDS]
         if not pairs:
             raise InputError(f"{lfw_dir / 'pairs.txt'} holds no pairs; give the LFW folder with its standard pairs.txt")
@@ -299,7 +270,7 @@ class LfwCheck:
         self.b = np.array([row[str(p.b)] for p in pairs])
         self.same = np.array([p.same for p in pairs])
         self.folds = np.array([p.fold for p in pairs])
-        self.chips, _ = central_chips(photos, embedder, detector, progress=progress)
+        self.chips, _ = central_chips(photos, pipeline, progress=progress)
         self.description = f"LFW pairs, folds 1-{LFW_CHECK_FOLDS} of {lfw_dir / 'pairs.txt'} ({len(pairs)} pairs)"
 
     def accuracy(self, embedder: Embedder) -> float:
@@ -324,13 +295,15 @@ def _augmenter(seed: int) -> Callable[[torch.Tensor], torch.Tensor]:
     from torchvision.transforms import v2
 
     torch.manual_seed(seed)
-    transform = v2.Compose([
-        v2.RandomHorizontalFlip(),
-        v2.RandomApply([v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.2, hue=0.02)], p=0.8),
-        v2.RandomAffine(degrees=8, translate=(0.04, 0.04), scale=(0.93, 1.07)),
-        v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.5))], p=0.3),
-        v2.RandomGrayscale(p=0.1),
-    ])
+    transform = v2.Compose(
+        [
+            v2.RandomHorizontalFlip(),
+            v2.RandomApply([v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.2, hue=0.02)], p=0.8),
+            v2.RandomAffine(degrees=8, translate=(0.04, 0.04), scale=(0.93, 1.07)),
+            v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.5))], p=0.3),
+            v2.RandomGrayscale(p=0.1),
+        ]
+    )
     return lambda batch: torch.stack([transform(chip) for chip in batch])
 
 
@@ -433,43 +406,47 @@ def decide(before: Scores, after: Scores, max_drop: float) -> tuple[bool, str]:
     if not gain > 0:  # NaN (nothing to measure) is no gain
         return False, f"new-people accuracy did not improve ({before.new_people:.4f} -> {after.new_people:.4f})"
     if not drop <= max_drop:
-        return False, f"general check dropped by {drop:.4f} ({before.general:.4f} -> {after.general:.4f}), more than --max-drop {max_drop}"
-    return True, (f"new-people accuracy {before.new_people:.4f} -> {after.new_people:.4f}, general check "
-                  f"{before.general:.4f} -> {after.general:.4f} (allowed drop {max_drop})")
+        return (
+            False,
+            f"general check dropped by {drop:.4f} ({before.general:.4f} -> {after.general:.4f}), more "
+            f"than --max-drop {max_drop}",
+        )
+    return True, (
+        f"new-people accuracy {before.new_people:.4f} -> {after.new_people:.4f}, general check "
+        f"{before.general:.4f} -> {after.general:.4f} (allowed drop {max_drop})"
+    )
 
 
 # -- the command ---------------------------------------------------------------------------------------
-def base_embedder(meta: dict[str, str], device: str, settings: Settings) -> Embedder:
+def base_pipeline(meta: GalleryMeta, device: str, settings: Settings, min_face_size: int | None) -> FacePipeline:
     """The gallery's base (not adapted) model, checked against the SHA-256 the gallery remembers."""
-    path = meta.get("base_weights_path") or meta.get("weights_path")
-    sha = meta.get("base_weights_sha256") or meta.get("weights_sha256")
+    path, sha = meta.base_weights
     weights = Path(path) if path and Path(path).is_file() else None
-    embedder = load_embedder(meta["model"], weights=weights, device=device, settings=settings, progress=False)
-    if sha and embedder.weights_sha256 != sha:
+    pipeline = FacePipeline.load(
+        meta.model, weights=weights, device=device, min_face_size=min_face_size, settings=settings
+    )
+    if pipeline.embedder.weights_sha256 != sha:
         raise GalleryMismatchError(
-            f"the base weights of {meta['model']} that built this gallery ({path}, SHA-256 {sha[:12]}…) are not "
+            f"the base weights of {meta.model} that built this gallery ({path}, SHA-256 {sha[:12]}…) are not "
             f"here; put that file back at {path}"
         )
-    return embedder
+    return pipeline
 
 
 def fingerprint(faces: FaceSet, base: Embedder, options: AdaptOptions, general: str) -> str:
     """What a checkpoint was made from: the training photos, the base weights and the options."""
-    digest = hashlib.sha256()
-    for line in sorted(f"{faces.people[label]}\t{sha}" for label, sha in zip(faces.labels, faces.sha256)):
-        digest.update(line.encode() + b"\n")
-    digest.update(f"{base.weights_sha256}\n{asdict(options)}\n{general}".encode())
-    return digest.hexdigest()
+    lines = sorted(f"{faces.people[label]}\t{sha}\n" for label, sha in zip(faces.labels, faces.sha256))
+    return sha256_bytes(("".join(lines) + f"{base.weights_sha256}\n{asdict(options)}\n{general}").encode())
 
 
-def save_checkpoint(module: torch.nn.Module, record: dict, models_dir: Path) -> Path:
+def save_checkpoint(module: torch.nn.Module, record: dict[str, Any], models_dir: Path) -> Path:
     """The adapted weights as a plain state dict (loadable with weights_only) and its JSON record beside it."""
     path = models_dir / "adapted" / f"{record['model']}-{record['fingerprint'][:12]}.pt"
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     try:
         write_atomically(path, lambda f: torch.save(state, f), mode=0o644)
-        record = {**record, "weights_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-        write_atomically(path.with_suffix(".json"), lambda f: f.write(json.dumps(record, indent=2).encode()), mode=0o644)
+        record = {**record, "weights_sha256": sha256_file(path)}
+        write_bytes_atomically(path.with_suffix(".json"), json.dumps(record, indent=2).encode(), mode=0o644)
     except OSError as exc:
         raise ModelError(
             f"cannot write the adapted model to {path} ({exc.strerror or exc}); the gallery is unchanged: free some "
@@ -501,22 +478,31 @@ def adapt_gallery(
     meta = Gallery.read_meta(gallery_path)
     if meta is None:
         raise no_gallery(gallery_path)
-    base = base_embedder(meta, device, settings)
-    detector = Detector.from_settings(base.device, settings, min_face_size=min_face_size)
+    pipeline = base_pipeline(meta, device, settings, min_face_size)
+    base = pipeline.embedder
     if lfw is not None and not (lfw / "pairs.txt").is_file():
-        raise InputError(f"{lfw}: no pairs.txt here; give --lfw the LFW folder that holds pairs.txt and one folder per person")
+        raise InputError(
+            f"{lfw}: no pairs.txt here; give --lfw the LFW folder that holds pairs.txt and one folder per person"
+        )
     with Gallery.open_for_write(gallery_path, lock_timeout=settings.lock_timeout_s) as gallery:
         stored = gallery.records()
-        chips = gallery_chips([r for _, r in stored], base, detector, settings, progress)
+        chips = gallery_chips([r for _, r in stored], pipeline, progress)
         if photos is None:
             source = f"gallery {gallery_path}"
             faces = _face_set(chips, [r.person for _, r in stored], [r.sha256 for _, r in stored], base)
         else:
             source = photos_label or "the photo folder"
-            faces = photo_faces(photos, base, detector, settings, progress)
+            faces = photo_faces(photos, pipeline, progress)
         split = split_faces(faces, options.holdout, hold_back_people=lfw is None, seed=options.seed, source=source)
-        check = LfwCheck(lfw, base, detector, progress) if lfw is not None else None
-        general = check.description if check else f"identification among {len(np.unique(faces.labels[split.general_probe]))} people held back from training"
+        check = LfwCheck(lfw, pipeline, progress) if lfw is not None else None
+        general = (
+            check.description
+            if check
+            else (
+                f"identification among {len(np.unique(faces.labels[split.general_probe]))} people held "
+                f"back from training"
+            )
+        )
 
         before, base_vectors = _measure(base, faces, split, check)
         training = train(base, faces, split, options, progress=progress)
@@ -524,84 +510,135 @@ def adapt_gallery(
         after, adapted_vectors = _measure(adapted, faces, split, check)
         kept, reason = decide(before, after, options.max_drop)
         report = AdaptReport(
-            gallery=str(gallery_path), model=base.spec.name, device=base.device, source=source, general_check=general,
+            gallery=str(gallery_path),
+            model=base.spec.name,
+            device=base.device,
+            source=source,
+            general_check=general,
             people=len(np.unique(faces.labels[np.concatenate([split.train, split.gate, split.val])])),
-            train_photos=len(split.train), gate_photos=len(split.gate), val_photos=len(split.val),
+            train_photos=len(split.train),
+            gate_photos=len(split.gate),
+            val_photos=len(split.val),
             general_photos=len(check.chips) if check else len(split.general_enroll) + len(split.general_probe),
-            before=before, after=after, epochs_run=len(training.losses), best_epoch=training.best_epoch,
-            losses=training.losses, val_accuracy=training.val_accuracy, seconds=0.0, kept=kept and not dry_run,
-            reason=reason if not (kept and dry_run) else f"would be kept (--dry-run): {reason}", dry_run=dry_run,
+            before=before,
+            after=after,
+            epochs_run=len(training.losses),
+            best_epoch=training.best_epoch,
+            losses=training.losses,
+            val_accuracy=training.val_accuracy,
+            seconds=0.0,
+            kept=kept and not dry_run,
+            reason=reason if not (kept and dry_run) else f"would be kept (--dry-run): {reason}",
+            dry_run=dry_run,
         )
         if kept and not dry_run:
-            score_map = ScoreMap.measure(base_vectors[split.train], adapted_vectors[split.train], faces.labels[split.train])
+            score_map = ScoreMap.measure(
+                base_vectors[split.train], adapted_vectors[split.train], faces.labels[split.train]
+            )
             record = {
-                "model": base.spec.name, "base_weights": str(base.weights_path), "base_weights_sha256": base.weights_sha256,
-                "fingerprint": fingerprint(faces, base, options, general), "people": report.people, "source": source,
-                "photos": len(faces.labels), "general_check": general, "before": asdict(before), "after": asdict(after),
-                "options": asdict(options), "score_map": asdict(score_map), "device": base.device,
+                "model": base.spec.name,
+                "base_weights": str(base.weights_path),
+                "base_weights_sha256": base.weights_sha256,
+                "fingerprint": fingerprint(faces, base, options, general),
+                "people": report.people,
+                "source": source,
+                "photos": len(faces.labels),
+                "general_check": general,
+                "before": asdict(before),
+                "after": asdict(after),
+                "options": asdict(options),
+                "score_map": asdict(score_map),
+                "device": base.device,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
             path = save_checkpoint(training.module, record, settings.models_dir)
-            checkpoint = load_embedder(base.spec.name, weights=path, device=base.device, settings=settings, progress=False)
             if photos is None:  # the training faces are the gallery's: their vectors were measured already
                 new_vectors, old_vectors = adapted_vectors, lambda: base_vectors
             else:
                 new_vectors, old_vectors = adapted.embed(chips), lambda: base.embed(chips)
-            _reembed(gallery, stored, new_vectors, old_vectors, checkpoint, base, record, score_map)
+            adaptation = Adaptation(
+                str(base.weights_path),
+                base.weights_sha256,
+                {
+                    k: record[k]
+                    for k in (
+                        "fingerprint",
+                        "created",
+                        "before",
+                        "after",
+                        "people",
+                        "photos",
+                        "general_check",
+                        "source",
+                    )
+                },
+                score_map,
+            )
+            _reembed(
+                gallery,
+                stored,
+                new_vectors,
+                old_vectors,
+                gallery.meta.adapted(path.resolve(), sha256_file(path), adaptation),
+            )
             report.checkpoint = str(path)
             report.thresholds = {"score_map": asdict(score_map)}
     report.seconds = round(time.perf_counter() - started, 1)
     return report
 
 
-def _reembed(gallery: Gallery, stored: list[tuple[int, FaceRecord]], vectors: np.ndarray,
-             base_vectors: Callable[[], np.ndarray],
-             checkpoint: Embedder, base: Embedder, record: dict, score_map: ScoreMap) -> None:
+def _reembed(
+    gallery: Gallery,
+    stored: list[tuple[int, FaceRecord]],
+    vectors: np.ndarray,
+    base_vectors: Callable[[], np.ndarray],
+    meta: GalleryMeta,
+) -> None:
     """Switch the gallery to the checkpoint in one transaction, remembering the base vectors for rollback:
     the stored ones when the gallery is on its base model now (exact), else those already remembered."""
     ids = np.array([i for i, _ in stored], np.int64)
-    on_base = "adapted" not in gallery.meta
-    keep = gallery.vectors() if on_base else (ids, base_vectors())
-    gallery.replace_vectors(ids, vectors, {
-        "weights_path": str(checkpoint.weights_path), "weights_sha256": checkpoint.weights_sha256,
-        "base_weights_path": str(base.weights_path), "base_weights_sha256": base.weights_sha256,
-        "adapted": json.dumps({k: record[k] for k in ("fingerprint", "created", "before", "after", "people", "photos",
-                                                      "general_check", "source")}),
-        "score_map": json.dumps(asdict(score_map)),
-    }, keep_base=keep)
+    keep = gallery.vectors() if gallery.meta.adaptation is None else (ids, base_vectors())
+    gallery.replace_vectors(ids, vectors, meta, keep_base=keep)
 
 
-def rollback_gallery(gallery_path: Path, *, settings: Settings, device: str = "auto", min_face_size: int | None = None,
-                     progress: bool = False) -> RollbackReport:
+def rollback_gallery(
+    gallery_path: Path,
+    *,
+    settings: Settings,
+    device: str = "auto",
+    min_face_size: int | None = None,
+    progress: bool = False,
+) -> RollbackReport:
     """Return an adapted gallery to its base model: remembered base vectors back exactly, faces enrolled since
     adapting embedded again with the base model from their photos."""
     meta = Gallery.read_meta(gallery_path)
     if meta is None:
         raise no_gallery(gallery_path)
-    if "adapted" not in meta:
-        raise InputError(f"gallery {gallery_path} uses its base model already ({meta.get('weights_path')}); nothing to roll back")
-    base = base_embedder(meta, device, settings)
+    if meta.adaptation is None:
+        raise InputError(
+            f"gallery {gallery_path} uses its base model already ({meta.weights_path}); nothing to roll back"
+        )
+    pipeline = base_pipeline(meta, device, settings, min_face_size)
+    base = pipeline.embedder
     with Gallery.open_for_write(gallery_path, lock_timeout=settings.lock_timeout_s) as gallery:
         stored = gallery.records()
         kept_ids, kept_vectors = gallery.vectors("base_vectors")
         remembered = dict(zip(kept_ids.tolist(), kept_vectors))
         missing = [(i, r) for i, r in stored if i not in remembered]
         if missing:
-            detector = Detector.from_settings(base.device, settings, min_face_size=min_face_size)
-            fresh = base.embed(gallery_chips([r for _, r in missing], base, detector, settings, progress))
+            fresh = base.embed(gallery_chips([r for _, r in missing], pipeline, progress))
             remembered.update(zip([i for i, _ in missing], fresh))
         ids = np.array([i for i, _ in stored], np.int64)
-        vectors = np.stack([remembered[i] for i in ids.tolist()]) if len(ids) else np.zeros((0, base.spec.dim), np.float32)
-        gallery.replace_vectors(ids, vectors, {
-            "weights_path": str(base.weights_path), "weights_sha256": base.weights_sha256, "base_weights_path": None,
-            "base_weights_sha256": None, "adapted": None, "score_map": None,
-        }, keep_base=None)
-    return RollbackReport(str(gallery_path), base.spec.name, str(base.weights_path), len(ids),
-                          len(ids) - len(missing), len(missing), meta.get("weights_path"))
-
-
-def describe(meta: dict[str, str]) -> dict | None:
-    """What `facerec info` shows about an adapted gallery, or None for one on its base model."""
-    if "adapted" not in meta:
-        return None
-    return {**json.loads(meta["adapted"]), "checkpoint": meta.get("weights_path"), "base_weights": meta.get("base_weights_path")}
+        vectors = (
+            np.stack([remembered[i] for i in ids.tolist()]) if len(ids) else np.zeros((0, base.spec.dim), np.float32)
+        )
+        gallery.replace_vectors(ids, vectors, gallery.meta.on_base(), keep_base=None)
+    return RollbackReport(
+        str(gallery_path),
+        base.spec.name,
+        str(base.weights_path),
+        len(ids),
+        len(ids) - len(missing),
+        len(missing),
+        meta.weights_path,
+    )

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 
 
-def facenet_chip(image: np.ndarray, box: tuple[float, float, float, float], *, size: int = 160, margin: int = 14) -> np.ndarray:
+def facenet_chip(
+    image: np.ndarray, box: tuple[float, float, float, float], *, size: int = 160, margin: int = 14
+) -> np.ndarray:
     """The crop facenet-pytorch's InceptionResnetV1 was evaluated with.
 
     Same geometry as facenet_pytorch.extract_face: `margin` is in output pixels, so the box grows by
@@ -59,7 +63,7 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray, weights: np.ndarray |
 
 def aligned_chip(
     image: np.ndarray,
-    landmarks,
+    landmarks: Sequence[Sequence[float]] | np.ndarray,
     template: np.ndarray = DLIB_TEMPLATE_150,
     size: int = 150,
     weights: np.ndarray = LANDMARK_WEIGHTS,

@@ -9,15 +9,24 @@ from __future__ import annotations
 import functools
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from . import __version__
-from .config import Settings, default_gallery_dir
-from .embedders import MODELS
+from .config import default_gallery_dir
+from .embedders.registry import MODELS
 from .errors import FacerecError, Interrupted
-from .recognizer import FaceRecognizer
+
+if TYPE_CHECKING:
+    from .enroll import EnrollReport
+    from .pipeline import FacePipeline
+    from .recognizer import FaceRecognizer
+    from .stream import WatchSummary
+
+Command = TypeVar("Command", bound=Callable[..., Any])
 
 
 def _fail(message: str, code: int) -> None:
@@ -25,33 +34,49 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-def handle_errors(command):
-    """Our exceptions become one line on stderr and their exit code; never a traceback."""
+def handle_errors(command: Command) -> Command:
+    """Our exceptions become one line on stderr and their exit code; never a traceback.
+
+    Ctrl-C during a command that reports (enroll, watch) prints what was done before it — the same report,
+    as JSON with --json or as text — then the one-line error, exit 130.
+    """
 
     @functools.wraps(command)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
         except Interrupted as exc:
-            if kwargs.get("as_json") and exc.report is not None:
-                click.echo(_json(exc.report.to_dict()))
+            if exc.report is not None:
+                _emit(bool(kwargs.get("as_json")), exc.report.to_dict(), _text_of(exc.report))
             _fail(str(exc), exc.exit_code)
         except FacerecError as exc:
             _fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
 
-    return wrapper
+    return wrapper  # type: ignore[return-value]
 
 
-def _json(payload: dict) -> str:
+def _json(payload: dict[str, Any]) -> str:
     """One JSON line that is valid UTF-8 even when a file name is not: its stray bytes (which Python holds
     as lone surrogates) come out as \\udcXX escapes instead of raw bytes that break JSON readers."""
     return json.dumps(payload, ensure_ascii=False).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _emit(as_json: bool, payload: dict, text: str) -> None:
+def _emit(as_json: bool, payload: dict[str, Any], text: str) -> None:
     click.echo(_json(payload) if as_json else text)
+
+
+def _text_of(report: Any) -> str:
+    """The text view of a report that an interruption carries."""
+    from .enroll import EnrollReport
+    from .stream import WatchSummary
+
+    if isinstance(report, EnrollReport):
+        return _enroll_text(report)
+    if isinstance(report, WatchSummary):
+        return _watch_text(report)
+    return str(report)
 
 
 gallery_option = click.option(
@@ -66,17 +91,32 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print result
 
 def model_options(command):
     command = click.option(
-        "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+        "--device",
+        type=click.Choice(["auto", "cpu", "cuda"]),
+        default="auto",
+        show_default=True,
         help="Where the networks run.",
     )(command)
     return click.option(
-        "--weights", type=click.Path(path_type=Path, dir_okay=False), default=None,
+        "--weights",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
         help="Use this weights file instead of the models folder or a download.",
     )(command)
 
 
-def _recognizer(gallery: Path, weights: Path | None, device: str, model: str | None = None, **kw) -> FaceRecognizer:
-    return FaceRecognizer(gallery, model=model, weights=weights, device=device, progress=sys.stderr.isatty(), **kw)
+def _recognizer(
+    gallery: Path,
+    weights: Path | None = None,
+    device: str = "auto",
+    model: str | None = None,
+    min_face_size: int | None = None,
+) -> FaceRecognizer:
+    from .recognizer import FaceRecognizer
+
+    return FaceRecognizer(
+        gallery, model=model, weights=weights, device=device, min_face_size=min_face_size, progress=sys.stderr.isatty()
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -88,15 +128,32 @@ def main() -> None:
 @main.command()
 @click.argument("photo_dir", type=click.Path(path_type=Path))
 @gallery_option
-@click.option("--model", type=click.Choice(["auto", *sorted(MODELS)]), default="auto", show_default=True,
-              help="Embedding model for a new gallery (auto: vggface2 when its weights can be had, else the "
-                   "offline dlib-resnet); an existing gallery keeps its own.")
+@click.option(
+    "--model",
+    type=click.Choice(["auto", *sorted(MODELS)]),
+    default="auto",
+    show_default=True,
+    help="Embedding model for a new gallery (auto: vggface2 when its weights can be had, else the "
+    "offline dlib-resnet); an existing gallery keeps its own.",
+)
 @model_options
-@click.option("--min-face-size", type=click.IntRange(min=12), default=None, help="Smallest face to detect, in pixels [default: 20].")
+@click.option(
+    "--min-face-size",
+    type=click.IntRange(min=12),
+    default=None,
+    help="Smallest face to detect, in pixels [default: 20].",
+)
 @json_option
 @handle_errors
-def enroll(photo_dir: Path, gallery: Path, model: str | None, weights: Path | None, device: str,
-           min_face_size: int | None, as_json: bool) -> None:
+def enroll(
+    photo_dir: Path,
+    gallery: Path,
+    model: str | None,
+    weights: Path | None,
+    device: str,
+    min_face_size: int | None,
+    as_json: bool,
+) -> None:
     """Enroll the people in PHOTO_DIR: one sub-folder per person, or image files named after people.
 
     Photos already in the gallery are skipped, so re-running after adding photos is cheap.
@@ -106,32 +163,62 @@ def enroll(photo_dir: Path, gallery: Path, model: str | None, weights: Path | No
     report = rec.enroll(photo_dir)
     if rec.model_note:
         click.echo(rec.model_note, err=True)
-    lines = [f"enrolled {report.faces_added} faces of {len(report.added)} people into {report.gallery} (model {report.model})"]
+    _emit(as_json, report.to_dict(), _enroll_text(report))
+    if report.failed:
+        sys.exit(1)
+
+
+def _enroll_text(report: EnrollReport) -> str:
+    lines = [
+        f"enrolled {report.faces_added} faces of {len(report.added)} people into {report.gallery} (model "
+        f"{report.model})"
+    ]
     lines += [f"  {name}: {count}" for name, count in report.added.items()]
     for title, items in (("skipped", report.skipped), ("could not read", report.failed)):
         if items:
             lines.append(f"{title} {len(items)} photo{'s' if len(items) != 1 else ''}:")
             lines += [f"  {item.path}: {item.reason}" for item in items]
     lines.append(f"gallery now holds {report.people_total} people, {report.faces_total} faces")
-    _emit(as_json, report.to_dict(), "\n".join(lines))
-    if report.failed:
-        sys.exit(1)
+    return "\n".join(lines)
 
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @gallery_option
-@click.option("--threshold", type=click.FloatRange(-1, 1), default=None,
-              help="Cosine similarity needed to name a face [default: the model's identification threshold].")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(-1, 1),
+    default=None,
+    help="Cosine similarity needed to name a face [default: the model's identification threshold].",
+)
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True, help="Candidates listed per face.")
-@click.option("--annotate", "annotate_dir", type=click.Path(path_type=Path, dir_okay=True, file_okay=False), default=None,
-              help="Write copies of the images with boxes and names drawn into this folder.")
+@click.option(
+    "--annotate",
+    "annotate_dir",
+    type=click.Path(path_type=Path, dir_okay=True, file_okay=False),
+    default=None,
+    help="Write copies of the images with boxes and names drawn into this folder.",
+)
 @model_options
-@click.option("--min-face-size", type=click.IntRange(min=12), default=None, help="Smallest face to detect, in pixels [default: 20].")
+@click.option(
+    "--min-face-size",
+    type=click.IntRange(min=12),
+    default=None,
+    help="Smallest face to detect, in pixels [default: 20].",
+)
 @json_option
 @handle_errors
-def identify(paths: tuple[Path, ...], gallery: Path, threshold: float | None, top_k: int, annotate_dir: Path | None,
-             weights: Path | None, device: str, min_face_size: int | None, as_json: bool) -> None:
+def identify(
+    paths: tuple[Path, ...],
+    gallery: Path,
+    threshold: float | None,
+    top_k: int,
+    annotate_dir: Path | None,
+    weights: Path | None,
+    device: str,
+    min_face_size: int | None,
+    as_json: bool,
+) -> None:
     """Name every face in the given image files and folders ('unknown' below the threshold).
 
     With --json, one JSON object per image. Exits 1 when some input could not be read.
@@ -170,7 +257,9 @@ def identify(paths: tuple[Path, ...], gallery: Path, threshold: float | None, to
 @handle_errors
 def people(gallery: Path, as_json: bool) -> None:
     """List the enrolled people and how many faces each has."""
-    counts = FaceRecognizer(gallery).people()
+    from . import admin
+
+    counts = admin.people(gallery)
     payload = {"gallery": str(gallery), "people": [{"name": n, "faces": c} for n, c in counts.items()]}
     width = max((len(n) for n in counts), default=0)
     text = "\n".join(f"{n:<{width}}  {c}" for n, c in counts.items()) or "no people enrolled"
@@ -184,8 +273,15 @@ def people(gallery: Path, as_json: bool) -> None:
 @handle_errors
 def forget(name: str, gallery: Path, as_json: bool) -> None:
     """Remove person NAME and all their face vectors from the gallery."""
-    removed = FaceRecognizer(gallery).forget(name)
-    _emit(as_json, {"name": name, "faces_removed": removed}, f"forgot {name} ({removed} face{'s' if removed != 1 else ''})")
+    from . import admin
+    from .config import Settings
+
+    removed = admin.forget(gallery, name, Settings.from_env())
+    _emit(
+        as_json,
+        {"name": name, "faces_removed": removed},
+        f"forgot {name} ({removed} face{'s' if removed != 1 else ''})",
+    )
 
 
 @main.command()
@@ -195,38 +291,88 @@ def forget(name: str, gallery: Path, as_json: bool) -> None:
 @handle_errors
 def info(gallery: Path, device: str, as_json: bool) -> None:
     """Show the gallery, its model, thresholds, counts, and the versions in use."""
-    data = FaceRecognizer(gallery, device=device).info()
+    from . import admin
+    from .config import Settings
+
+    data = admin.info(gallery, Settings.from_env(), device)
     lines = [f"{key}: {value}" for key, value in data.items() if key not in ("versions", "adapted")]
     if data["adapted"]:
         adapted = data["adapted"]
-        lines.append(f"adapted: {adapted['created']} on {adapted['people']} people, new-people accuracy "
-                     f"{adapted['before']['new_people']:.4f} -> {adapted['after']['new_people']:.4f}, general check "
-                     f"{adapted['before']['general']:.4f} -> {adapted['after']['general']:.4f}; base {adapted['base_weights']}")
+        lines.append(
+            f"adapted: {adapted['created']} on {adapted['people']} people, new-people accuracy "
+            f"{adapted['before']['new_people']:.4f} -> {adapted['after']['new_people']:.4f}, general check "
+            f"{adapted['before']['general']:.4f} -> {adapted['after']['general']:.4f}; base {adapted['base_weights']}"
+        )
     lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()))
     _emit(as_json, data, "\n".join(lines))
 
 
 @main.command()
-@click.option("--source", default="0", show_default=True, help="Camera index, video file, or stream URL (rtsp://, http://).")
+@click.option(
+    "--source", default="0", show_default=True, help="Camera index, video file, or stream URL (rtsp://, http://)."
+)
 @gallery_option
 @click.option("--no-window", is_flag=True, help="Do not show a window (always the case without a display).")
-@click.option("--record", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write the annotated video here (.mp4).")
-@click.option("--events", "events_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Append one JSON line per event (a track appears, a track leaves) to this file.")
-@click.option("--realtime", is_flag=True, help="Pace a video file at its own frame rate instead of as fast as possible.")
+@click.option(
+    "--record",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write the annotated video here (.mp4).",
+)
+@click.option(
+    "--events",
+    "events_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Append one JSON line per event (a track appears, a track leaves) to this file.",
+)
+@click.option(
+    "--realtime", is_flag=True, help="Pace a video file at its own frame rate instead of as fast as possible."
+)
 @click.option("--threshold", type=click.FloatRange(-1, 1), default=None, help="Override the identification threshold.")
-@click.option("--min-face-size", type=click.IntRange(min=12), default=40, show_default=True,
-              help="Smallest face to find, in pixels of the frame (sets how much frames are shrunk for detection).")
-@click.option("--detect-every", type=click.IntRange(min=1), default=2, show_default=True, help="Run the detector on every N-th frame.")
-@click.option("--reconnect-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
-              help="Seconds to keep reconnecting to a lost live source before giving up.")
-@click.option("--enroll", "enroll_name", default=None, help="Capture good frames of the one face in view and enroll them as NAME.")
+@click.option(
+    "--min-face-size",
+    type=click.IntRange(min=12),
+    default=40,
+    show_default=True,
+    help="Smallest face to find, in pixels of the frame (sets how much frames are shrunk for detection).",
+)
+@click.option(
+    "--detect-every",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Run the detector on every N-th frame.",
+)
+@click.option(
+    "--reconnect-timeout",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds to keep reconnecting to a lost live source before giving up.",
+)
+@click.option(
+    "--enroll", "enroll_name", default=None, help="Capture good frames of the one face in view and enroll them as NAME."
+)
 @model_options
 @json_option
 @handle_errors
-def watch(source: str, gallery: Path, no_window: bool, record: Path | None, events_file: Path | None, realtime: bool,
-          threshold: float | None, min_face_size: int, detect_every: int, reconnect_timeout: float,
-          enroll_name: str | None, weights: Path | None, device: str, as_json: bool) -> None:
+def watch(
+    source: str,
+    gallery: Path,
+    no_window: bool,
+    record: Path | None,
+    events_file: Path | None,
+    realtime: bool,
+    threshold: float | None,
+    min_face_size: int,
+    detect_every: int,
+    reconnect_timeout: float,
+    enroll_name: str | None,
+    weights: Path | None,
+    device: str,
+    as_json: bool,
+) -> None:
     """Name the people in a camera, video file or stream, live; `q` or Esc closes the window.
 
     Ends with a summary (frames, people seen and for how long, processing rate). Exit code 2 when the
@@ -235,49 +381,94 @@ def watch(source: str, gallery: Path, no_window: bool, record: Path | None, even
     from .stream import FrameSource, run_watch
 
     rec = _recognizer(gallery, weights, device)
-    status = lambda message: click.echo(f"facerec: {message}", err=True)  # noqa: E731
+    status = lambda message: click.echo(f"facerec: {message}", err=True)
     if enroll_name is not None:
         added = rec.enroll_from_video(enroll_name, source, on_status=status)
         if rec.model_note:
             click.echo(rec.model_note, err=True)
         _emit(as_json, {"name": enroll_name, "faces_added": added}, f"enrolled {added} frames of {enroll_name}")
         return
-    rec.gallery  # no gallery or the wrong model: say so before opening the camera
+    _ = rec.gallery  # no gallery or the wrong model: say so before opening the camera
     frames = FrameSource(source, realtime=realtime, reconnect_timeout=reconnect_timeout, on_status=status)
     results = rec.watch(frames, threshold=threshold, min_face=min_face_size, detect_every=detect_every)
     summary = run_watch(
-        results, frames.fps, window=not no_window, record=record, events_file=events_file,
-        on_frame=(lambda result: click.echo(_json(result))) if as_json else None,
+        results,
+        frames.fps,
+        window=not no_window,
+        record=record,
+        events_file=events_file,
+        on_frame=(lambda result: click.echo(_json(result.to_dict()))) if as_json else None,
     )
-    if as_json:
-        click.echo(_json({"summary": summary}))
-    else:
-        click.echo(f"{summary['frames']} frames in {summary['seconds']:.1f} s ({summary['fps']:.1f} frames/s), "
-                   f"{summary['faces']} face detections, {summary['tracks']} tracks")
-        for name, seconds in summary["people"].items():
-            click.echo(f"  {name}: {seconds:.1f} s")
-        if summary["unknown_tracks"]:
-            click.echo(f"  unknown: {summary['unknown_tracks']} track(s)")
+    _emit(as_json, summary.to_dict(), _watch_text(summary))
+
+
+def _watch_text(summary: WatchSummary) -> str:
+    lines = [
+        f"{summary.frames} frames in {summary.seconds:.1f} s ({summary.fps:.1f} frames/s), "
+        f"{summary.faces} face detections, {summary.tracks} tracks"
+    ]
+    lines += [f"  {name}: {seconds:.1f} s" for name, seconds in summary.people.items()]
+    if summary.unknown_tracks:
+        lines.append(f"  unknown: {summary.unknown_tracks} track(s)")
+    return "\n".join(lines)
 
 
 @main.command()
 @gallery_option
-@click.option("--photos", "photo_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Train on this labelled photo folder (enroll layout) instead of the gallery's faces.")
-@click.option("--lfw", "lfw_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="LFW folder (with pairs.txt) for the general check; without it, some people are held back instead.")
-@click.option("--epochs", type=click.IntRange(1, 200), default=15, show_default=True, help="Most epochs to train (early stopping may end sooner).")
-@click.option("--holdout", type=click.FloatRange(0.05, 0.9), default=0.3, show_default=True,
-              help="Share of each person's photos held out from training, to decide with.")
-@click.option("--max-drop", type=click.FloatRange(0, 1), default=0.01, show_default=True,
-              help="Largest drop of the general check a kept model may cause.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where to train.")
+@click.option(
+    "--photos",
+    "photo_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Train on this labelled photo folder (enroll layout) instead of the gallery's faces.",
+)
+@click.option(
+    "--lfw",
+    "lfw_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="LFW folder (with pairs.txt) for the general check; without it, some people are held back instead.",
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(1, 200),
+    default=15,
+    show_default=True,
+    help="Most epochs to train (early stopping may end sooner).",
+)
+@click.option(
+    "--holdout",
+    type=click.FloatRange(0.05, 0.9),
+    default=0.3,
+    show_default=True,
+    help="Share of each person's photos held out from training, to decide with.",
+)
+@click.option(
+    "--max-drop",
+    type=click.FloatRange(0, 1),
+    default=0.01,
+    show_default=True,
+    help="Largest drop of the general check a kept model may cause.",
+)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where to train."
+)
 @click.option("--dry-run", is_flag=True, help="Train and measure, but keep nothing.")
 @click.option("--rollback", is_flag=True, help="Return the gallery to its base model and re-embed it.")
 @json_option
 @handle_errors
-def adapt(gallery: Path, photo_dir: Path | None, lfw_dir: Path | None, epochs: int, holdout: float, max_drop: float,
-          device: str, dry_run: bool, rollback: bool, as_json: bool) -> None:
+def adapt(
+    gallery: Path,
+    photo_dir: Path | None,
+    lfw_dir: Path | None,
+    epochs: int,
+    holdout: float,
+    max_drop: float,
+    device: str,
+    dry_run: bool,
+    rollback: bool,
+    as_json: bool,
+) -> None:
     """Fine-tune the embedder to the gallery's people; keep it only when held-out photos prove it better.
 
     Reports, before and after, identification of held-out photos of the new people and a general check
@@ -287,17 +478,22 @@ def adapt(gallery: Path, photo_dir: Path | None, lfw_dir: Path | None, epochs: i
     """
     from .adapt import AdaptOptions
 
-    rec = _recognizer(gallery, None, device)
+    rec = _recognizer(gallery, device=device)
     if rollback:
         done = rec.rollback()
-        _emit(as_json, done.to_dict(), f"gallery {done.gallery} is back on {done.model} ({done.weights}): "
-              f"{done.restored} faces restored, {done.re_embedded} embedded again")
+        _emit(
+            as_json,
+            done.to_dict(),
+            f"gallery {done.gallery} is back on {done.model} ({done.weights}): "
+            f"{done.restored} faces restored, {done.re_embedded} embedded again",
+        )
         return
     options = AdaptOptions(epochs=epochs, holdout=holdout, max_drop=max_drop)
     report = rec.adapt(photo_dir, lfw=lfw_dir, options=options, dry_run=dry_run)
     verdict = "kept" if report.kept else "not kept"
     lines = [
-        f"adapted {report.model} on {report.people} people from {report.source} ({report.device}, {report.seconds:.0f} s, "
+        f"adapted {report.model} on {report.people} people from {report.source} ({report.device}, "
+        f"{report.seconds:.0f} s, "
         f"{report.epochs_run} epochs, best {report.best_epoch})",
         f"  {'':<34}{'before':>8}{'after':>8}",
         f"  {'new people, held-out photos':<34}{report.before.new_people:>8.4f}{report.after.new_people:>8.4f}"
@@ -306,25 +502,29 @@ def adapt(gallery: Path, photo_dir: Path | None, lfw_dir: Path | None, epochs: i
         f"{verdict}: {report.reason}",
     ]
     if report.checkpoint:
-        lines.append(f"checkpoint {report.checkpoint}; gallery re-embedded (undo: facerec adapt --rollback --gallery {gallery})")
+        lines.append(
+            f"checkpoint {report.checkpoint}; gallery re-embedded (undo: facerec adapt --rollback --gallery {gallery})"
+        )
     _emit(as_json, report.to_dict(), "\n".join(lines))
 
 
-def _embedder_and_detector(model: str, weights: Path | None, device: str):
+def _pipeline(model: str, weights: Path | None, device: str) -> FacePipeline:
     """For commands that need a model but no gallery (verify, eval): 'auto' says which it chose and why."""
-    from .detect import Detector
-    from .embedders import choose_model, load_embedder
+    from .pipeline import FacePipeline
 
-    settings = Settings.from_env()
-    if model == "auto":
-        model, note = choose_model(settings)
-        click.echo(note, err=True)
-    embedder = load_embedder(model, weights=weights, device=device, settings=settings, progress=sys.stderr.isatty())
-    return embedder, Detector.from_settings(embedder.device, settings), settings
+    pipeline = FacePipeline.load(model, weights=weights, device=device, progress=sys.stderr.isatty())
+    if pipeline.model_note:
+        click.echo(pipeline.model_note, err=True)
+    return pipeline
 
 
-model_choice = click.option("--model", type=click.Choice(["auto", *sorted(MODELS)]), default="auto", show_default=True,
-                            help="Embedding model (auto: vggface2 when its weights can be had, else dlib-resnet).")
+model_choice = click.option(
+    "--model",
+    type=click.Choice(["auto", *sorted(MODELS)]),
+    default="auto",
+    show_default=True,
+    help="Embedding model (auto: vggface2 when its weights can be had, else dlib-resnet).",
+)
 
 
 @main.command()
@@ -332,22 +532,27 @@ model_choice = click.option("--model", type=click.Choice(["auto", *sorted(MODELS
 @click.argument("image_b", type=click.Path(path_type=Path))
 @model_choice
 @model_options
-@click.option("--threshold", type=click.FloatRange(-1, 1), default=None,
-              help="Cosine similarity needed for 'same' [default: the model's verification threshold].")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(-1, 1),
+    default=None,
+    help="Cosine similarity needed for 'same' [default: the model's verification threshold].",
+)
 @json_option
 @handle_errors
-def verify(image_a: Path, image_b: Path, model: str, weights: Path | None, device: str, threshold: float | None,
-           as_json: bool) -> None:
+def verify(
+    image_a: Path, image_b: Path, model: str, weights: Path | None, device: str, threshold: float | None, as_json: bool
+) -> None:
     """Say whether the main faces of IMAGE_A and IMAGE_B are the same person (exit 0 either way)."""
-    from dataclasses import asdict
-
     from .verify import verify as verify_photos
 
-    embedder, detector, settings = _embedder_and_detector(model, weights, device)
-    result = verify_photos(image_a, image_b, embedder, detector, threshold=threshold, settings=settings)
+    result = verify_photos(image_a, image_b, _pipeline(model, weights, device), threshold=threshold)
     verdict = "same person" if result.same else "different people"
-    _emit(as_json, asdict(result),
-          f"{verdict}: similarity {result.similarity:.3f}, threshold {result.threshold:.3f} ({result.model})")
+    _emit(
+        as_json,
+        result.to_dict(),
+        f"{verdict}: similarity {result.similarity:.3f}, threshold {result.threshold:.3f} ({result.model})",
+    )
 
 
 @main.group(name="eval")
@@ -357,16 +562,31 @@ def evaluate() -> None:
 
 @evaluate.command(name="lfw")
 @click.argument("lfw_dir", type=click.Path(path_type=Path, file_okay=False), envvar="FACEREC_LFW")
-@click.option("--pairs", "pairs_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Pairs file [default: LFW_DIR/pairs.txt].")
+@click.option(
+    "--pairs",
+    "pairs_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Pairs file [default: LFW_DIR/pairs.txt].",
+)
 @model_choice
 @model_options
-@click.option("--plot", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write the ROC curve to this PNG.")
+@click.option(
+    "--plot", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write the ROC curve to this PNG."
+)
 @click.option("--no-cache", is_flag=True, help="Embed every photo again instead of reusing cached vectors.")
 @json_option
 @handle_errors
-def eval_lfw(lfw_dir: Path, pairs_file: Path | None, model: str, weights: Path | None, device: str, plot: Path | None,
-             no_cache: bool, as_json: bool) -> None:
+def eval_lfw(
+    lfw_dir: Path,
+    pairs_file: Path | None,
+    model: str,
+    weights: Path | None,
+    device: str,
+    plot: Path | None,
+    no_cache: bool,
+    as_json: bool,
+) -> None:
     """The standard LFW 10-fold verification protocol on LFW_DIR (or $FACEREC_LFW).
 
     Reports mean accuracy and its standard deviation, the threshold chosen, TAR at FAR=1e-3, and how
@@ -377,16 +597,24 @@ def eval_lfw(lfw_dir: Path, pairs_file: Path | None, model: str, weights: Path |
     from .evaluate import plot_roc, roc_curve
     from .lfw import evaluate_pairs
 
-    embedder, detector, _ = _embedder_and_detector(model, weights, device)
-    report = evaluate_pairs(lfw_dir, pairs_file, embedder, detector, use_cache=not no_cache, progress=sys.stderr.isatty())
+    pipeline = _pipeline(model, weights, device)
+    embedder = pipeline.embedder
+    report = evaluate_pairs(lfw_dir, pairs_file, pipeline, use_cache=not no_cache, progress=sys.stderr.isatty())
     result = report.result
     if plot is not None:
         far, tar, _ = roc_curve(report.scores, report.same)
         plot_roc({f"{embedder.spec.name} (acc {result.accuracy:.4f})": (far, tar)}, plot, "LFW verification ROC")
-    payload = {"model": embedder.spec.name, "pairs_file": str(report.pairs_file), "photos": report.photos,
-               "faces_not_found": report.missed, "flip": embedder.spec.flip, **asdict(result)}
+    payload = {
+        "model": embedder.spec.name,
+        "pairs_file": str(report.pairs_file),
+        "photos": report.photos,
+        "faces_not_found": report.missed,
+        "flip": embedder.spec.flip,
+        **asdict(result),
+    }
     text = [
-        f"LFW 10-fold ({embedder.spec.name}, {result.pairs} pairs): accuracy {result.accuracy:.4f} ± {result.accuracy_std:.4f}",
+        f"LFW 10-fold ({embedder.spec.name}, {result.pairs} pairs): accuracy {result.accuracy:.4f} ± "
+        f"{result.accuracy_std:.4f}",
         f"threshold (cosine similarity): {result.threshold:.3f}",
         f"TAR at FAR=1e-3: {result.tar_at_far['1e-3']:.4f}; AUC {result.auc:.5f}",
         f"faces not found: {report.missed} of {report.photos} photos (aligned with the mean LFW landmarks instead)",

@@ -1,13 +1,16 @@
-"""Settings with defaults, each overridable from the environment (FACEREC_*), read when asked for.
+"""Settings: every one typed, with a default, and overridable from the environment (FACEREC_*).
 
-Nothing here is read at import time, so tests and notebooks can change the environment freely.
+Nothing here is read at import time, so tests and notebooks can change the environment freely. A value
+that cannot be used is a `SettingsError` naming the variable (the CLI exits 2), never a traceback.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+
+from .errors import SettingsError
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -39,7 +42,7 @@ def default_gallery_dir() -> Path:
 
 @dataclass(frozen=True)
 class Settings:
-    """Tunable behaviour; `Settings.from_env()` applies FACEREC_* overrides."""
+    """Tunable behaviour; `Settings.from_env()` applies the FACEREC_* overrides listed in `ENVIRONMENT`."""
 
     models_dir: Path
     # Base URL of a mirror holding the weight files under their usual names (air-gapped sites).
@@ -63,15 +66,42 @@ class Settings:
     lock_timeout_s: float = 30.0
 
     @classmethod
-    def from_env(cls) -> "Settings":
-        env = os.environ
-        return cls(
-            models_dir=default_models_dir(),
-            download_url=env.get("FACEREC_DOWNLOAD_URL") or None,
-            download_timeout_s=float(env.get("FACEREC_DOWNLOAD_TIMEOUT", cls.download_timeout_s)),
-            max_image_pixels=int(env.get("FACEREC_MAX_IMAGE_PIXELS", cls.max_image_pixels)),
-            detect_max_side=int(env.get("FACEREC_DETECT_MAX_SIDE", cls.detect_max_side)),
-            batch_size=int(env.get("FACEREC_BATCH_SIZE", cls.batch_size)),
-            workers=int(env.get("FACEREC_WORKERS", cls.workers)),
-            lock_timeout_s=float(env.get("FACEREC_LOCK_TIMEOUT", cls.lock_timeout_s)),
-        )
+    def from_env(cls) -> Settings:
+        values: dict[str, object] = {"models_dir": default_models_dir()}
+        defaults = {f.name: f.default for f in fields(cls)}
+        for name, (variable, kind, low, high) in ENVIRONMENT.items():
+            raw = os.environ.get(variable)
+            if raw is None or raw.strip() == "":
+                continue
+            if kind is str:
+                values[name] = raw.strip()
+                continue
+            try:
+                value = kind(raw.strip())
+            except ValueError:
+                raise SettingsError(
+                    f"{variable}={raw!r} is not {'a whole number' if kind is int else 'a number'}; "
+                    f"unset it or give one (default {defaults[name]})"
+                ) from None
+            if not low <= value <= high:
+                raise SettingsError(
+                    f"{variable}={raw!r} is out of range: give a value from {low} to {high} (default {defaults[name]})"
+                )
+            values[name] = value
+        return cls(**values)  # type: ignore[arg-type]
+
+
+# Setting -> (environment variable, type, lowest, highest). models_dir: FACEREC_MODELS (default_models_dir).
+ENVIRONMENT: dict[str, tuple[str, type, float, float]] = {
+    "download_url": ("FACEREC_DOWNLOAD_URL", str, 0, 0),
+    "download_timeout_s": ("FACEREC_DOWNLOAD_TIMEOUT", float, 0.1, 3600),
+    "max_image_pixels": ("FACEREC_MAX_IMAGE_PIXELS", int, 1, 10**10),
+    "detect_max_side": ("FACEREC_DETECT_MAX_SIDE", int, 64, 20_000),
+    "min_face_size": ("FACEREC_MIN_FACE_SIZE", int, 12, 10_000),
+    "min_face_score": ("FACEREC_MIN_FACE_SCORE", float, 0.0, 1.0),
+    "enroll_min_score": ("FACEREC_ENROLL_MIN_SCORE", float, 0.0, 1.0),
+    "enroll_dominance": ("FACEREC_ENROLL_DOMINANCE", float, 1.0, 100.0),
+    "batch_size": ("FACEREC_BATCH_SIZE", int, 1, 4096),
+    "workers": ("FACEREC_WORKERS", int, 1, 64),
+    "lock_timeout_s": ("FACEREC_LOCK_TIMEOUT", float, 0.0, 86_400),
+}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import cv2
 import numpy as np
@@ -40,7 +41,7 @@ class Face:
 
 
 @lru_cache(maxsize=4)
-def _mtcnn(device: str):
+def _mtcnn(device: str) -> Any:
     # facenet-pytorch ships the P/R/O-Net weights inside the wheel, so detection works offline.
     import torch
     from facenet_pytorch import MTCNN
@@ -52,6 +53,7 @@ def _mtcnn(device: str):
     return mtcnn
 
 
+@dataclass(frozen=True)
 class Detector:
     """Finds every face in an RGB uint8 image.
 
@@ -59,21 +61,13 @@ class Detector:
     photos are mostly not faces. The MTCNN networks are shared between detectors on one device.
     """
 
-    def __init__(
-        self,
-        device: str = "cpu",
-        *,
-        min_face_size: int = 20,
-        min_score: float = 0.90,
-        max_side: int = 1600,
-    ) -> None:
-        self.device = device
-        self.min_face_size = min_face_size
-        self.min_score = min_score
-        self.max_side = max_side
+    device: str = "cpu"
+    min_face_size: int = 20
+    min_score: float = 0.90
+    max_side: int = 1600
 
     @classmethod
-    def from_settings(cls, device: str, settings: Settings, *, min_face_size: int | None = None) -> "Detector":
+    def from_settings(cls, device: str, settings: Settings, *, min_face_size: int | None = None) -> Detector:
         """A detector with the configured score floor and size limit (and minimum face unless given)."""
         return cls(
             device,
@@ -98,10 +92,19 @@ class Detector:
         # so that threads can detect at once with different minimum sizes.
         with torch.inference_mode():
             found, points = detect_face(
-                np.ascontiguousarray(small), max(_PNET_WINDOW, int(self.min_face_size * scale)),
-                mtcnn.pnet, mtcnn.rnet, mtcnn.onet, mtcnn.thresholds, mtcnn.factor, self.device,
+                np.ascontiguousarray(small),
+                max(_PNET_WINDOW, int(self.min_face_size * scale)),
+                mtcnn.pnet,
+                mtcnn.rnet,
+                mtcnn.onet,
+                mtcnn.thresholds,
+                mtcnn.factor,
+                self.device,
             )
-        found, points = np.asarray(found[0], np.float64).reshape(-1, 5), np.asarray(points[0], np.float64).reshape(-1, 5, 2)
+        found, points = (
+            np.asarray(found[0], np.float64).reshape(-1, 5),
+            np.asarray(points[0], np.float64).reshape(-1, 5, 2),
+        )
         faces = []
         for box, prob, pts in zip(found[:, :4] / scale, found[:, 4], points / scale):
             x1, y1, x2, y2 = (float(v) for v in box)
@@ -114,6 +117,15 @@ class Detector:
             if face.score >= self.min_score and min(face.width, face.height) >= self.min_face_size * 0.8:
                 faces.append(face)
         return sorted(faces, key=lambda f: f.area, reverse=True)
+
+
+def iou(a: tuple[float, ...] | list[float], b: tuple[float, ...] | list[float]) -> float:
+    """Intersection over union of two (x1, y1, x2, y2) boxes."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
 
 
 def choose_main_face(faces: list[Face], min_score: float, dominance: float) -> tuple[Face | None, str]:

@@ -5,6 +5,14 @@ Every message names the file (or gallery, or model) involved and says what to do
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
+
+class Report(Protocol):
+    """What a command reports (enroll, watch): plain data for --json."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
 
 class FacerecError(Exception):
     """Base class: an expected failure with a user-facing message."""
@@ -26,6 +34,12 @@ class NoFaceError(InputError):
 
 class InvalidNameError(InputError):
     """A person name that cannot be stored safely."""
+
+
+class SettingsError(InputError):
+    """A FACEREC_* environment variable holds a value that cannot be used."""
+
+    exit_code = 2
 
 
 class ModelError(FacerecError):
@@ -57,7 +71,7 @@ class Interrupted(FacerecError):
 
     exit_code = 130
 
-    def __init__(self, message: str, report: object = None) -> None:
+    def __init__(self, message: str, report: Report | None = None) -> None:
         super().__init__(message)
         self.report = report
 

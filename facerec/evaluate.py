@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -64,7 +65,9 @@ def read_pairs(pairs_file: Path, image_root: Path | None = None) -> list[Pair]:
     except OSError as exc:
         raise InputError(f"cannot read pairs file {pairs_file} ({exc.strerror})") from None
     if not root.is_dir():
-        raise InputError(f"image folder {root} for {pairs_file} does not exist; pass the LFW folder that holds one folder per person")
+        raise InputError(
+            f"image folder {root} for {pairs_file} does not exist; pass the LFW folder that holds one folder per person"
+        )
 
     lines = text.splitlines()
     header = lines[0].split() if lines else []
@@ -77,7 +80,10 @@ def read_pairs(pairs_file: Path, image_root: Path | None = None) -> list[Pair]:
     elif len(numbers) == 2:
         folds, per_fold = numbers
     else:
-        raise InputError(f"{pairs_file}:1: expected a header 'folds pairs_per_fold' (e.g. '10 300') or 'pairs', got {lines[0] if lines else ''!r}")
+        raise InputError(
+            f"{pairs_file}:1: expected a header 'folds pairs_per_fold' (e.g. '10 300') or 'pairs', got "
+            f"{lines[0] if lines else ''!r}"
+        )
     if folds < 1 or per_fold < 1:
         raise InputError(f"{pairs_file}:1: the header numbers must be positive, got {lines[0]!r}")
 
@@ -128,7 +134,7 @@ def read_pairs(pairs_file: Path, image_root: Path | None = None) -> list[Pair]:
 
 
 # -- input checks ------------------------------------------------------------------------------------
-def _scores(scores, name: str = "scores", *, finite: bool = True) -> np.ndarray:
+def _scores(scores: Any, name: str = "scores", *, finite: bool = True) -> np.ndarray:
     array = np.asarray(scores, dtype=np.float64)
     if array.ndim != 1:
         raise ValueError(f"{name} must be one-dimensional, got shape {array.shape}")
@@ -141,7 +147,7 @@ def _scores(scores, name: str = "scores", *, finite: bool = True) -> np.ndarray:
     return array
 
 
-def _labels(labels, n: int, name: str) -> np.ndarray:
+def _labels(labels: Any, n: int, name: str) -> np.ndarray:
     array = np.asarray(labels)
     if array.shape != (n,):
         raise ValueError(f"{name} must have one entry per score ({n}), got shape {array.shape}")
@@ -152,7 +158,7 @@ def _labels(labels, n: int, name: str) -> np.ndarray:
     return array
 
 
-def _scores_and_same(scores, same) -> tuple[np.ndarray, np.ndarray]:
+def _scores_and_same(scores: Any, same: Any) -> tuple[np.ndarray, np.ndarray]:
     s = _scores(scores)
     return s, _labels(same, s.size, "same")
 
@@ -314,7 +320,9 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title
         path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path)
     except OSError as exc:
-        raise InputError(f"cannot write the ROC plot to {path} ({exc.strerror or exc}); choose a writable path") from None
+        raise InputError(
+            f"cannot write the ROC plot to {path} ({exc.strerror or exc}); choose a writable path"
+        ) from None
     return path
 
 

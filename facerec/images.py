@@ -258,9 +258,7 @@ def _decode_with_opencv(data: bytes, name: str, max_pixels: int) -> np.ndarray:
     try:
         pixels = _scale_to_uint8(decoded)
     except ValueError:
-        raise ImageError(
-            f"{name}: pixel type {decoded.dtype} is not supported; convert it to JPEG or PNG"
-        ) from None
+        raise ImageError(f"{name}: pixel type {decoded.dtype} is not supported; convert it to JPEG or PNG") from None
     if channels == 1:
         return _grey_to_rgb(pixels.reshape(height, width))
     if channels == 3:

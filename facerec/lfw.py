@@ -9,7 +9,6 @@ faces sit at the same place in every LFW photo) and counted in `PhotoVectors.mis
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +16,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .detect import Detector, Face
-from .embedders.base import Embedder, normalise
+from .detect import Face
 from .errors import InputError
 from .evaluate import PairsResult, read_pairs, ten_fold
-from .images import read_image
-from .pipeline import prefetch
+from .fileio import atomic_path, sha256_bytes
+from .pipeline import FacePipeline
+from .prefetch import prefetch
+from .vectors import normalise
 
 _CHUNK = 1024  # photos per cache save: an interrupted run loses at most this many
 
@@ -64,34 +64,34 @@ def central_face(faces: list[Face], width: int, height: int) -> Face | None:
     return min(faces, key=lambda f: ((f.box[0] + f.box[2]) / 2 - cx) ** 2 + ((f.box[1] + f.box[3]) / 2 - cy) ** 2)
 
 
-def _cache_file(embedder: Embedder) -> Path:
-    return cache_dir() / f"lfw-{embedder.spec.name}-{embedder.weights_sha256[:16]}.npz"
+def _cache_file(pipeline: FacePipeline) -> Path:
+    return cache_dir() / f"lfw-{pipeline.model}-{pipeline.embedder.weights_sha256[:16]}.npz"
 
 
 def _load_cache(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray, bool]]:
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {p: (a, b, bool(d)) for p, a, b, d in zip(data["paths"], data["plain"], data["mirror"], data["detected"])}
+            return {
+                p: (a, b, bool(d)) for p, a, b, d in zip(data["paths"], data["plain"], data["mirror"], data["detected"])
+            }
     except (OSError, KeyError, ValueError):
         return {}
 
 
 def _save_cache(path: Path, known: dict[str, tuple[np.ndarray, np.ndarray, bool]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
     paths = sorted(known)
-    np.savez(
-        tmp,
-        paths=np.array(paths),
-        plain=np.stack([known[p][0] for p in paths]),
-        mirror=np.stack([known[p][1] for p in paths]),
-        detected=np.array([known[p][2] for p in paths]),
-    )
-    os.replace(tmp, path)
+    with atomic_path(path, 0o644) as tmp, open(tmp, "xb") as f:
+        np.savez(
+            f,
+            paths=np.array(paths),
+            plain=np.stack([known[p][0] for p in paths]),
+            mirror=np.stack([known[p][1] for p in paths]),
+            detected=np.array([known[p][2] for p in paths]),
+        )
 
 
 def central_chips(
-    paths: list[str], embedder: Embedder, detector: Detector, *, progress: bool = False, workers: int = 2
+    paths: list[str], pipeline: FacePipeline, *, progress: bool = False, workers: int = 2
 ) -> tuple[np.ndarray, np.ndarray]:
     """The model's chip of the central face of every photo, and whether a face was detected there (see the
     module docstring for photos without one). `workers` threads read and detect at once."""
@@ -100,8 +100,8 @@ def central_chips(
     landmarks = []
 
     def detect(key: str) -> tuple[np.ndarray, Face | None]:
-        image = read_image(key)
-        return image, central_face(detector.detect(image), image.shape[1], image.shape[0])
+        image = pipeline.read(key)
+        return image, central_face(pipeline.detect(image), image.shape[1], image.shape[0])
 
     bar = tqdm(total=len(paths), desc="detect", unit="photo", disable=not progress, leave=False)
     for image, face in prefetch(paths, detect, workers=workers):
@@ -110,34 +110,36 @@ def central_chips(
             missing.append((len(chips), image))
             chips.append(None)
             continue
-        chips.append(embedder.chip(image, face))
+        chips.append(pipeline.chip(image, face))
         landmarks.append(face.landmarks)
     bar.close()
     if missing:
         mean = np.mean(np.array(landmarks), axis=0) if landmarks else None
         for row, image in missing:
             if mean is None:  # pragma: no cover - only when no face at all was found
-                mean = np.array([[0.4, 0.45], [0.6, 0.45], [0.5, 0.55], [0.42, 0.65], [0.58, 0.65]]) * image.shape[1::-1]
+                mean = (
+                    np.array([[0.4, 0.45], [0.6, 0.45], [0.5, 0.55], [0.42, 0.65], [0.58, 0.65]]) * image.shape[1::-1]
+                )
             face = Face((0.0, 0.0, float(image.shape[1]), float(image.shape[0])), 0.0, tuple(map(tuple, mean)))
-            chips[row] = embedder.chip(image, face)
+            chips[row] = pipeline.chip(image, face)
     detected = np.ones(len(paths), bool)
     detected[[row for row, _ in missing]] = False
-    return embedder.stack(chips), detected
+    return pipeline.embedder.stack([chip for chip in chips if chip is not None]), detected
 
 
 def embed_photos(
-    paths: list[Path], embedder: Embedder, detector: Detector, *, use_cache: bool = True, progress: bool = True
+    paths: list[Path], pipeline: FacePipeline, *, use_cache: bool = True, progress: bool = True
 ) -> PhotoVectors:
     """Raw descriptors (plain and mirrored) of the central face of every photo, cached per weights file."""
     keys = [_key(p) for p in paths]
-    cache = _cache_file(embedder)
+    cache = _cache_file(pipeline)
     known = _load_cache(cache) if use_cache else {}
     todo = [p for p in dict.fromkeys(keys) if p not in known]
-    bar = tqdm(total=len(todo), desc=f"embed ({embedder.spec.name})", unit="photo", disable=not progress)
+    bar = tqdm(total=len(todo), desc=f"embed ({pipeline.model})", unit="photo", disable=not progress)
     for start in range(0, len(todo), _CHUNK):
         chunk = todo[start : start + _CHUNK]
-        chips, detected = central_chips(chunk, embedder, detector)
-        for key, a, b, found in zip(chunk, *embedder.views(chips), detected):
+        chips, detected = central_chips(chunk, pipeline)
+        for key, a, b, found in zip(chunk, *pipeline.embedder.views(chips), detected):
             known[key] = (a, b, bool(found))
         bar.update(len(chunk))
         if use_cache:  # an interrupted run resumes from here
@@ -158,7 +160,7 @@ def lfw_photos(lfw_dir: Path) -> dict[str, list[Path]]:
 
 def stable_fraction(name: str) -> float:
     """A fixed pseudo-random number in [0, 1) per name, for splits that never change between runs."""
-    return int(hashlib.sha256(name.encode()).hexdigest()[:8], 16) / 2**32
+    return int(sha256_bytes(name.encode())[:8], 16) / 2**32
 
 
 @dataclass
@@ -174,8 +176,7 @@ class PairsReport:
 def evaluate_pairs(
     lfw_dir: Path,
     pairs_file: Path | None,
-    embedder: Embedder,
-    detector: Detector,
+    pipeline: FacePipeline,
     *,
     use_cache: bool = True,
     progress: bool = True,
@@ -186,8 +187,8 @@ def evaluate_pairs(
         raise InputError(f"{pairs_file}: no such pairs file; give --pairs FILE (LFW's pairs.txt)")
     pairs = read_pairs(pairs_file, lfw_dir)
     photos = list(dict.fromkeys(p for pair in pairs for p in (pair.a, pair.b)))
-    vectors = embed_photos(photos, embedder, detector, use_cache=use_cache, progress=progress)
-    unit = vectors.vectors(flip=embedder.spec.flip)
+    vectors = embed_photos(photos, pipeline, use_cache=use_cache, progress=progress)
+    unit = vectors.vectors(flip=pipeline.embedder.spec.flip)
     a, b = vectors.rows([p.a for p in pairs]), vectors.rows([p.b for p in pairs])
     scores = (unit[a] * unit[b]).sum(axis=1)
     same = np.array([p.same for p in pairs])
@@ -213,6 +214,7 @@ def open_set_protocol(lfw_dir: Path, *, min_photos: int = 4, enroll: int = 3, ma
     enrolled: dict[str, list[Path]] = {}
     probes: list[Path] = []
     truth: list[str | None] = []
+    person: str | None
     for person, photos in lfw_photos(lfw_dir).items():
         if len(photos) >= min_photos:
             enrolled[person] = photos[:enroll]

@@ -12,19 +12,24 @@ What runs when (see the README for what it costs):
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Generator, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
-from .detect import Detector, Face
-from .errors import SourceError, StreamLostError
+from .decision import UNKNOWN
+from .detect import Detector, Face, iou
+from .errors import InputError, Interrupted, NoFaceError, SourceError, StreamLostError
+from .vectors import normalise
 
-UNKNOWN = "unknown"
 PENDING = "…"
 
 
@@ -32,7 +37,7 @@ def _is_live(source: str) -> bool:
     return source.isdigit() or "://" in source
 
 
-def _open(source: str, opener: Callable):
+def _open(source: str, opener: Callable[..., Any]) -> Any:
     """An opened capture or None; OpenCV's own complaints about a missing camera stay quiet."""
     previous = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
@@ -134,6 +139,7 @@ class FrameSource:
                     self._cond.wait(0.5)
                 if self._error is not None:
                     raise StreamLostError(self._error)
+                assert self._latest is not None
                 index, when, frame = self._latest
             seen = index
             yield Frame(index, when, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
@@ -165,14 +171,6 @@ class FrameSource:
             self._thread.join(timeout=2)
         if self._capture is not None:
             self._capture.release()
-
-
-def iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 @dataclass
@@ -212,16 +210,50 @@ class Track:
 
 
 @dataclass
+class TrackedFace:
+    """A face of one frame: the box the last detection saw and its track's current name."""
+
+    track: int
+    box: list[float]
+    name: str
+    similarity: float | None
+
+
+@dataclass
 class FrameResult:
     index: int
     time: float
-    faces: list[dict]  # track, box, name, similarity
-    events: list[dict]
+    faces: list[TrackedFace]
+    events: list[dict[str, Any]]
     image: np.ndarray = field(repr=False)
     # The last result of a stream is no frame: it carries the leave events of the tracks still open,
     # and whether the stream ended because of Ctrl-C.
     end: bool = False
     interrupted: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "frame": self.index,
+            "time": round(self.time, 3),
+            "faces": [asdict(f) for f in self.faces],
+            "events": self.events,
+        }
+
+
+@dataclass
+class WatchSummary:
+    """What a watch run saw: its `--json` last line, and what Ctrl-C reports."""
+
+    frames: int
+    seconds: float
+    fps: float
+    faces: int
+    tracks: int
+    people: dict[str, float]
+    unknown_tracks: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"summary": asdict(self)}
 
 
 class Tracker:
@@ -279,17 +311,18 @@ class Tracker:
                 events.append(track.event("leave"))
             self.ended.append(track)
         due = [
-            t for t in self.tracks.values()
+            t
+            for t in self.tracks.values()
             if t.last_seen == now
-            and now - t.last_embedded >= (self.quick_interval if t.embeddings < self.quick_votes else self.recheck_interval)
+            and now - t.last_embedded
+            >= (self.quick_interval if t.embeddings < self.quick_votes else self.recheck_interval)
         ]
         if due:
             for track, vector in zip(due, self.embed(image, [t.face for t in due])):
                 # Each vote names the mean of the track's embeddings so far: one blurred or turned
                 # frame cannot swing it, and more frames of the same face sharpen it.
                 track.vector_sum = vector if track.vector_sum is None else track.vector_sum + vector
-                mean = track.vector_sum / max(float(np.linalg.norm(track.vector_sum)), 1e-12)
-                name, similarity = self.decide(mean[None])[0]
+                name, similarity = self.decide(normalise(track.vector_sum[None]))[0]
                 track.vote(name, similarity)
                 track.embeddings += 1
                 track.last_embedded = now
@@ -306,7 +339,9 @@ class Tracker:
         return events
 
 
-def watch(frames, detector: Detector, tracker: Tracker, *, detect_every: int = 2) -> Iterator[FrameResult]:
+def watch(
+    frames: Iterable[Frame], detector: Detector, tracker: Tracker, *, detect_every: int = 2
+) -> Generator[FrameResult, None, None]:
     """Per-frame results (faces with their track's current name, and events) for any frame iterable."""
     last, interrupted, detected_at = None, False, None
     try:
@@ -316,8 +351,12 @@ def watch(frames, detector: Detector, tracker: Tracker, *, detect_every: int = 2
             events = tracker.update(frame.image, frame.time, faces)
             # Only faces the last detection saw: a track kept alive to re-find its face is not drawn.
             shown = [
-                {"track": t.id, "box": [round(v, 1) for v in t.face.box], "name": t.name,
-                 "similarity": None if t.similarity is None else round(t.similarity, 4)}
+                TrackedFace(
+                    t.id,
+                    [round(v, 1) for v in t.face.box],
+                    t.name,
+                    None if t.similarity is None else round(t.similarity, 4),
+                )
                 for t in tracker.tracks.values()
                 if t.last_seen == detected_at
             ]
@@ -332,25 +371,20 @@ def watch(frames, detector: Detector, tracker: Tracker, *, detect_every: int = 2
 
 
 def _display_available() -> bool:
-    import os
-
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def run_watch(
-    results: Iterator[FrameResult],
+    results: Generator[FrameResult, None, None],
     fps: float,
     *,
     window: bool = True,
-    record=None,
-    events_file=None,
-    on_frame: Callable[[dict], None] | None = None,
-) -> dict:
+    record: Path | None = None,
+    events_file: Path | None = None,
+    on_frame: Callable[[FrameResult], None] | None = None,
+) -> WatchSummary:
     """Show, record and log a stream of results; returns the summary. Ctrl-C and `q` end it cleanly:
     the recording is finalised and every track that appeared gets its leave event."""
-    import json
-    from types import SimpleNamespace
-
     from .annotate import draw_matches
 
     window = window and _display_available()
@@ -380,18 +414,17 @@ def run_watch(
         frames += 1
         faces += len(result.faces)
         if on_frame is not None:
-            on_frame({"frame": result.index, "time": round(result.time, 3), "faces": result.faces, "events": result.events})
+            on_frame(result)
         if record is not None or window:
             rate = frames / max(time.monotonic() - started, 1e-6)
-            drawn = draw_matches(result.image, [SimpleNamespace(**f) for f in result.faces])
+            drawn = draw_matches(result.image, result.faces)
             cv2.putText(drawn, f"{rate:.1f} fps", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 0), 2, cv2.LINE_AA)
             bgr = cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)
             if record is not None:
                 if writer is None:
-                    writer = cv2.VideoWriter(str(record), cv2.VideoWriter_fourcc(*"mp4v"), fps, (bgr.shape[1], bgr.shape[0]))
+                    mp4v = cv2.VideoWriter_fourcc(*"mp4v")  # type: ignore[attr-defined]
+                    writer = cv2.VideoWriter(str(record), mp4v, fps, (bgr.shape[1], bgr.shape[0]))
                     if not writer.isOpened():
-                        from .errors import InputError
-
                         raise InputError(f"cannot write video {record}; check the folder and use a .mp4 name")
                 writer.write(bgr)
             if window:
@@ -419,18 +452,16 @@ def run_watch(
         if window:
             cv2.destroyAllWindows()
     seconds = time.monotonic() - started
-    summary = {
-        "frames": frames,
-        "seconds": round(seconds, 2),
-        "fps": round(frames / max(seconds, 1e-6), 2),
-        "faces": faces,
-        "tracks": tracks,
-        "people": {name: round(t, 2) for name, t in sorted(people.items())},
-        "unknown_tracks": unknown_tracks,
-    }
+    summary = WatchSummary(
+        frames,
+        round(seconds, 2),
+        round(frames / max(seconds, 1e-6), 2),
+        faces,
+        tracks,
+        {name: round(t, 2) for name, t in sorted(people.items())},
+        unknown_tracks,
+    )
     if interrupted:
-        from .errors import Interrupted
-
         raise Interrupted("interrupted: the recording and the events file are complete", summary)
     return summary
 
@@ -462,8 +493,14 @@ def enrollment_problem(image: np.ndarray, faces: list[Face], min_width: int = 80
 
 
 def collect_enrollment_frames(
-    frames, detector: Detector, *, count: int = 5, spacing: float = 0.5, timeout: float = 30.0,
-    min_width: int = 80, on_status: Callable[[str], None] = lambda message: None,
+    frames: Iterable[Frame],
+    detector: Detector,
+    *,
+    count: int = 5,
+    spacing: float = 0.5,
+    timeout: float = 30.0,
+    min_width: int = 80,
+    on_status: Callable[[str], None] = lambda message: None,
 ) -> list[tuple[Frame, Face]]:
     """`count` good frames of the single face in view, at least `spacing` seconds apart."""
     chosen: list[tuple[Frame, Face]] = []
@@ -486,7 +523,5 @@ def collect_enrollment_frames(
             problems[problem] += 1
     if len(chosen) < count:
         worst = problems.most_common(1)[0][0] if problems else "no frames"
-        from .errors import NoFaceError
-
         raise NoFaceError(f"only {len(chosen)} of {count} good frames in {timeout:.0f} s; most often: {worst}")
     return chosen

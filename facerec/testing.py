@@ -11,7 +11,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
+from .fileio import write_atomically
+
+
+def find_shared(project_root: Path | None = None) -> Path | None:
+    """The real face data beside the project (`../shared`; FACEREC_SHARED overrides), or None when absent.
+
+    The one place tests and benchmarks find it: tests skip without it, benchmarks stop with a message.
+    """
+    root = project_root or Path(__file__).resolve().parent.parent
+    env = os.environ.get("FACEREC_SHARED")
+    candidate = Path(env) if env else root.parent / "shared"
+    return candidate if (candidate / "faces").is_dir() else None
 
 
 def write_random_facenet_weights(path: str | Path, seed: int = 0) -> Path:
@@ -21,6 +32,7 @@ def write_random_facenet_weights(path: str | Path, seed: int = 0) -> Path:
     running statistics measured once, different faces get clearly different vectors and the same face the
     same one, which is what tests of enrollment and search need.
     """
+    import torch
     from facenet_pytorch import InceptionResnetV1
 
     path = Path(path)
@@ -35,8 +47,5 @@ def write_random_facenet_weights(path: str | Path, seed: int = 0) -> Path:
     module.train()
     with torch.no_grad():
         module(torch.nn.functional.interpolate(noise, size=160, mode="bilinear", align_corners=False))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(module.state_dict(), tmp)
-    os.replace(tmp, path)
+    write_atomically(path, lambda f: torch.save(module.state_dict(), f), mode=0o644)
     return path

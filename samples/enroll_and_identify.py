@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from facerec import FaceRecognizer, FacerecError
+from facerec import FacerecError, FaceRecognizer
 
 
 def main() -> int:

@@ -17,8 +17,9 @@ import pytest
 from click.testing import CliRunner
 
 from facerec import FaceRecognizer
-from facerec.adapt import AdaptOptions, FaceSet, ScoreMap, Scores, decide, identification, split_faces
+from facerec.adapt import AdaptOptions, FaceSet, Scores, decide, identification, split_faces
 from facerec.cli import main
+from facerec.decision import ScoreMap
 from facerec.errors import InputError
 from facerec.gallery import Gallery
 
@@ -35,7 +36,7 @@ def orl_folder(shared: Path, target: Path, people: int, photos: int) -> Path:
 
 def vectors_and_meta(gallery: Path) -> tuple[np.ndarray, dict]:
     with Gallery.open(gallery) as g:
-        return g.vectors()[1].copy(), dict(g.meta)
+        return g.vectors()[1].copy(), dict(g._db.execute("SELECT key, value FROM meta"))
 
 
 def digest(path: Path) -> str:
@@ -44,7 +45,9 @@ def digest(path: Path) -> str:
 
 def labelled(counts: list[int]) -> FaceSet:
     labels = np.repeat(np.arange(len(counts)), counts)
-    return FaceSet(np.zeros((len(labels), 2, 2, 3), np.uint8), labels, [f"p{i}" for i in range(len(counts))], ["x"] * len(labels))
+    return FaceSet(
+        np.zeros((len(labels), 2, 2, 3), np.uint8), labels, [f"p{i}" for i in range(len(counts))], ["x"] * len(labels)
+    )
 
 
 # -- units -------------------------------------------------------------------------------------------
@@ -59,16 +62,21 @@ def test_split_keeps_training_measuring_and_general_photos_apart():
     assert not set(faces.labels[split.val].tolist()) & set(faces.labels[split.gate].tolist())
     assert set(faces.labels[split.gate].tolist()) <= set(faces.labels[split.train].tolist())
     again = split_faces(faces, 0.3, hold_back_people=True, seed=0, source="test")
-    assert all(np.array_equal(a, b) for a, b in zip(parts, [again.train, again.val, again.gate,
-                                                           again.general_enroll, again.general_probe]))
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(parts, [again.train, again.val, again.gate, again.general_enroll, again.general_probe])
+    )
 
 
-@pytest.mark.parametrize("counts, hold_back, message", [
-    ([5], False, "holds 1 person"),
-    ([1, 1, 1], False, "only 0 of its 3 people have 2 or more photos"),
-    ([4, 1, 1], False, "only 1 of its 3 people"),
-    ([3, 3, 3], True, "give --lfw DIR"),
-])
+@pytest.mark.parametrize(
+    "counts, hold_back, message",
+    [
+        ([5], False, "holds 1 person"),
+        ([1, 1, 1], False, "only 0 of its 3 people have 2 or more photos"),
+        ([4, 1, 1], False, "only 1 of its 3 people"),
+        ([3, 3, 3], True, "give --lfw DIR"),
+    ],
+)
 def test_split_refuses_too_little_data(counts, hold_back, message):
     with pytest.raises(InputError, match=message):
         split_faces(labelled(counts), 0.3, hold_back_people=hold_back, seed=0, source="test")
@@ -112,7 +120,9 @@ def test_a_model_that_is_not_better_is_refused_and_nothing_changes(dlib_gallery,
     models = tmp_path / "models"
     monkeypatch.setenv("FACEREC_MODELS", str(models))
     before = digest(gallery / "gallery.sqlite")
-    result = CliRunner().invoke(main, ["adapt", "--gallery", str(gallery), "--epochs", "2", "--device", "cpu", "--json"])
+    result = CliRunner().invoke(
+        main, ["adapt", "--gallery", str(gallery), "--epochs", "2", "--device", "cpu", "--json"]
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output.strip().splitlines()[-1])
     assert report["before"]["new_people"] == 1.0 and report["after"]["new_people"] == 1.0  # ORL: nothing to gain
@@ -133,7 +143,9 @@ def test_bad_galleries_get_clear_errors_before_training(tmp_path, shared):
     assert result.exit_code == 1 and "holds 1 person" in result.output and "at least 2 people" in result.output
 
     single = tmp_path / "single"
-    FaceRecognizer(single / "gallery", model="dlib-resnet", device="cpu").enroll(orl_folder(shared, single / "photos", 3, 1))
+    FaceRecognizer(single / "gallery", model="dlib-resnet", device="cpu").enroll(
+        orl_folder(shared, single / "photos", 3, 1)
+    )
     result = runner.invoke(main, ["adapt", "--gallery", str(single / "gallery"), "--device", "cpu"])
     assert result.exit_code == 1 and "only 0 of its 3 people have 2 or more photos" in result.output
 
@@ -149,7 +161,10 @@ def test_bad_galleries_get_clear_errors_before_training(tmp_path, shared):
     before = digest(gallery / "gallery.sqlite")
     result = runner.invoke(main, ["adapt", "--gallery", str(gallery), "--device", "cpu"])
     assert result.exit_code == 1, result.output
-    assert f"{victim.resolve()}: the photo enrolled as s2 is missing; put it back, or `facerec forget 's2'`" in result.output
+    assert (
+        f"{victim.resolve()}: the photo enrolled as s2 is missing; put it back, or `facerec forget 's2'`"
+        in result.output
+    )
     assert "Traceback" not in result.output
     assert digest(gallery / "gallery.sqlite") == before
 
@@ -215,9 +230,15 @@ def test_kept_model_reembeds_the_gallery_and_rollback_is_exact(model, shared, we
     assert done["restored"] == len(base_vectors) and done["re_embedded"] == 0
     rolled_vectors, rolled_meta = vectors_and_meta(gallery)
     assert np.array_equal(rolled_vectors, base_vectors)
-    assert {k: v for k, v in rolled_meta.items() if k != "generation"} == {k: v for k, v in base_meta.items() if k != "generation"}
+    assert {k: v for k, v in rolled_meta.items() if k != "generation"} == {
+        k: v for k, v in base_meta.items() if k != "generation"
+    }
     answer = FaceRecognizer(gallery, device="cpu").identify(probe).faces[0]
-    assert (answer.name, answer.similarity, answer.candidates) == (base_answer.name, base_answer.similarity, base_answer.candidates)
+    assert (answer.name, answer.similarity, answer.candidates) == (
+        base_answer.name,
+        base_answer.similarity,
+        base_answer.candidates,
+    )
 
 
 def _image_and_face(rec: FaceRecognizer, path: Path, box):
@@ -239,7 +260,9 @@ def test_photo_folder_training_and_dry_run_keep_nothing(dlib_gallery, tmp_path, 
     monkeypatch.setattr(facerec.adapt, "decide", lambda before, after, max_drop: (True, "kept by the test"))
     photos = orl_folder(shared, tmp_path / "photos", people=5, photos=3)
     before = digest(gallery / "gallery.sqlite")
-    report = FaceRecognizer(gallery, device="cpu").adapt(photos, options=replace(AdaptOptions(), epochs=1), dry_run=True)
+    report = FaceRecognizer(gallery, device="cpu").adapt(
+        photos, options=replace(AdaptOptions(), epochs=1), dry_run=True
+    )
     assert report.source == str(photos) and report.train_photos + report.val_photos + report.gate_photos <= 15
     assert not report.kept and report.reason.startswith("would be kept (--dry-run)")
     assert digest(gallery / "gallery.sqlite") == before and not (tmp_path / "models" / "adapted").exists()
@@ -265,6 +288,9 @@ def test_unwritable_models_folder_and_video_faces_leave_the_gallery_as_it_was(dl
     from facerec.gallery import FaceRecord
 
     with Gallery.open_for_write(gallery) as g:
-        g.add([FaceRecord("s1", "0#frame12", "f" * 64, (0, 0, 10, 10), 0.99)], np.ones((1, 128), np.float32) / np.sqrt(128))
+        g.add(
+            [FaceRecord("s1", "0#frame12", "f" * 64, (0, 0, 10, 10), 0.99)],
+            np.ones((1, 128), np.float32) / np.sqrt(128),
+        )
     result = CliRunner().invoke(main, ["adapt", "--gallery", str(gallery), "--device", "cpu"])
     assert result.exit_code == 1 and "0#frame12: this face of s1 was enrolled from video" in result.output

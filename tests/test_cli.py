@@ -19,8 +19,16 @@ from click.testing import CliRunner
 from facerec.cli import main
 
 KNOWN_PEOPLE = {
-    "alex_lacamoire": 1, "angelina_jolie": 1, "biden": 2, "kate_siegel": 1, "kit_harington": 2,
-    "lin_manuel_miranda": 1, "obama": 2, "paul_rudd": 1, "rose_leslie": 2, "shea_whigham": 1,
+    "alex_lacamoire": 1,
+    "angelina_jolie": 1,
+    "biden": 2,
+    "kate_siegel": 1,
+    "kit_harington": 2,
+    "lin_manuel_miranda": 1,
+    "obama": 2,
+    "paul_rudd": 1,
+    "rose_leslie": 2,
+    "shea_whigham": 1,
 }
 
 
@@ -37,7 +45,19 @@ def json_lines(output: str) -> list[dict]:
 
 def test_enroll_reports_people_and_is_incremental(tmp_path, shared, weights):
     gallery = tmp_path / "g"
-    first = json.loads(run("enroll", shared / "faces/known", "--gallery", gallery, "--weights", weights, "--model", "vggface2", "--json").stdout)
+    first = json.loads(
+        run(
+            "enroll",
+            shared / "faces/known",
+            "--gallery",
+            gallery,
+            "--weights",
+            weights,
+            "--model",
+            "vggface2",
+            "--json",
+        ).stdout
+    )
     assert first["added"] == KNOWN_PEOPLE
     assert first["faces_added"] == 14 and first["faces_total"] == 14 and first["people_total"] == 10
     assert first["failed"] == [] and first["skipped"] == []
@@ -54,8 +74,16 @@ def test_enroll_reports_people_and_is_incremental(tmp_path, shared, weights):
 
 
 def test_identify_json_schema_and_self_match(known_gallery, shared):
-    result = run("identify", shared / "faces/known/paul_rudd/1.jpg", shared / "faces/nofaces/dogs.jpg",
-                 "--gallery", known_gallery, "--json", "--top-k", "2")
+    result = run(
+        "identify",
+        shared / "faces/known/paul_rudd/1.jpg",
+        shared / "faces/nofaces/dogs.jpg",
+        "--gallery",
+        known_gallery,
+        "--json",
+        "--top-k",
+        "2",
+    )
     rudd, dogs = json_lines(result.stdout)
     assert rudd["image"].endswith("paul_rudd/1.jpg") and len(rudd["faces"]) == 1
     face = rudd["faces"][0]
@@ -63,7 +91,7 @@ def test_identify_json_schema_and_self_match(known_gallery, shared):
     assert len(face["box"]) == 4 and face["box"][0] < face["box"][2] and face["box"][1] < face["box"][3]
     assert face["score"] > 0.95
     assert face["name"] == "paul_rudd" and face["similarity"] > 0.999
-    assert [c["name"] for c in face["candidates"]][0] == "paul_rudd" and len(face["candidates"]) == 2
+    assert face["candidates"][0]["name"] == "paul_rudd" and len(face["candidates"]) == 2
     assert face["candidates"][1]["similarity"] < face["similarity"]
     assert rudd["threshold"] == pytest.approx(0.5)
     assert dogs["faces"] == []
@@ -98,8 +126,15 @@ def test_identify_folder_with_bad_files_goes_on_and_fails(tmp_path, known_galler
 
 def test_annotate_writes_copies(tmp_path, known_gallery, shared):
     out = tmp_path / "annotated"
-    run("identify", shared / "faces/unknown/kit_with_rose.jpg", shared / "faces/nofaces",
-        "--gallery", known_gallery, "--annotate", out)
+    run(
+        "identify",
+        shared / "faces/unknown/kit_with_rose.jpg",
+        shared / "faces/nofaces",
+        "--gallery",
+        known_gallery,
+        "--annotate",
+        out,
+    )
     assert sorted(p.name for p in out.iterdir()) == ["dogs.jpg", "kit_with_rose.jpg"]
     from facerec.images import read_image
 
@@ -113,7 +148,10 @@ def test_people_forget_info(gallery_copy):
     people = json.loads(run("people", "--gallery", gallery_copy, "--json").stdout)
     assert {p["name"]: p["faces"] for p in people["people"]} == KNOWN_PEOPLE
 
-    assert json.loads(run("forget", "obama", "--gallery", gallery_copy, "--json").stdout) == {"name": "obama", "faces_removed": 2}
+    assert json.loads(run("forget", "obama", "--gallery", gallery_copy, "--json").stdout) == {
+        "name": "obama",
+        "faces_removed": 2,
+    }
     people = json.loads(run("people", "--gallery", gallery_copy, "--json").stdout)
     assert "obama" not in {p["name"] for p in people["people"]}
     result = run("forget", "obama", "--gallery", gallery_copy, expect=1)
@@ -128,7 +166,9 @@ def test_people_forget_info(gallery_copy):
 
 def test_forgotten_person_is_not_found_again(gallery_copy, shared):
     run("forget", "obama", "--gallery", gallery_copy)
-    face = json_lines(run("identify", shared / "faces/known/obama/obama.jpg", "--gallery", gallery_copy, "--json").stdout)[0]["faces"][0]
+    face = json_lines(
+        run("identify", shared / "faces/known/obama/obama.jpg", "--gallery", gallery_copy, "--json").stdout
+    )[0]["faces"][0]
     assert "obama" not in [c["name"] for c in face["candidates"]]
     assert face["similarity"] < 0.999
 
@@ -137,9 +177,20 @@ def test_gallery_persists_across_processes(known_gallery, shared):
     """A fresh interpreter (no model cache) reads the gallery and its remembered weights."""
     env = {**os.environ, "FACEREC_DOWNLOAD_URL": "http://127.0.0.1:9/"}
     proc = subprocess.run(
-        [sys.executable, "-m", "facerec.cli", "identify", str(shared / "faces/known/shea_whigham/1.jpg"),
-         "--gallery", str(known_gallery), "--json"],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "facerec.cli",
+            "identify",
+            str(shared / "faces/known/shea_whigham/1.jpg"),
+            "--gallery",
+            str(known_gallery),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["faces"][0]["name"] == "shea_whigham"
@@ -155,7 +206,15 @@ def test_identify_without_gallery(tmp_path, shared):
 def test_gallery_refuses_other_model_and_weights(gallery_copy, shared, other_weights):
     result = run("enroll", shared / "faces/known", "--gallery", gallery_copy, "--model", "casia-webface", expect=2)
     assert "built with model vggface2, not casia-webface" in result.stderr
-    result = run("identify", shared / "faces/known/obama/obama.jpg", "--gallery", gallery_copy, "--weights", other_weights, expect=2)
+    result = run(
+        "identify",
+        shared / "faces/known/obama/obama.jpg",
+        "--gallery",
+        gallery_copy,
+        "--weights",
+        other_weights,
+        expect=2,
+    )
     assert "built with other weights" in result.stderr and "--weights" in result.stderr
 
 
@@ -174,9 +233,29 @@ def test_weights_that_are_not_a_model(tmp_path, shared):
 
     bogus = tmp_path / "bogus.pt"
     torch.save({"w": torch.zeros(3)}, bogus)
-    result = run("enroll", shared / "faces/known", "--gallery", tmp_path / "g", "--weights", bogus, "--model", "vggface2", expect=2)
+    result = run(
+        "enroll",
+        shared / "faces/known",
+        "--gallery",
+        tmp_path / "g",
+        "--weights",
+        bogus,
+        "--model",
+        "vggface2",
+        expect=2,
+    )
     assert "bogus.pt" in result.stderr and "InceptionResnetV1" in result.stderr
-    result = run("enroll", shared / "faces/known", "--gallery", tmp_path / "g", "--weights", tmp_path / "nope.pt", "--model", "vggface2", expect=2)
+    result = run(
+        "enroll",
+        shared / "faces/known",
+        "--gallery",
+        tmp_path / "g",
+        "--weights",
+        tmp_path / "nope.pt",
+        "--model",
+        "vggface2",
+        expect=2,
+    )
     assert "nope.pt does not exist" in result.stderr
 
 
@@ -195,7 +274,9 @@ def test_enroll_bad_inputs_keep_good_photos(tmp_path, shared, weights):
     shutil.copy(shared / "faces/nofaces/dogs.jpg", photos / "dogs.jpg")
     shutil.copy(shared / "faces/groups/friends_cast.jpg", photos / "friends.jpg")
     gallery = tmp_path / "g"
-    result = run("enroll", photos, "--gallery", gallery, "--weights", weights, "--model", "vggface2", "--json", expect=1)
+    result = run(
+        "enroll", photos, "--gallery", gallery, "--weights", weights, "--model", "vggface2", "--json", expect=1
+    )
     report = json.loads(result.stdout)
     assert report["added"] == {"José Álvarez": 1}
     failed = {Path(f["path"]).name: f["reason"] for f in report["failed"]}
@@ -222,12 +303,24 @@ def test_enroll_unusable_folder(tmp_path, weights, layout):
 def test_enroll_into_unwritable_place(tmp_path, shared, weights):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    result = run("enroll", shared / "faces/known", "--gallery", blocker / "g", "--weights", weights, "--model", "vggface2", expect=1)
+    result = run(
+        "enroll",
+        shared / "faces/known",
+        "--gallery",
+        blocker / "g",
+        "--weights",
+        weights,
+        "--model",
+        "vggface2",
+        expect=1,
+    )
     assert "cannot create gallery folder" in result.stderr
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
-    result = run("enroll", shared / "faces/known", "--gallery", other, "--weights", weights, "--model", "vggface2", expect=1)
+    result = run(
+        "enroll", shared / "faces/known", "--gallery", other, "--weights", weights, "--model", "vggface2", expect=1
+    )
     assert "is not empty" in result.stderr and (other / "notes.txt").read_text() == "mine"
 
 
@@ -236,9 +329,20 @@ def test_device_cuda_without_gpu(tmp_path, shared, weights):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    result = run("enroll", shared / "faces/known", "--gallery", tmp_path / "g", "--weights", weights, "--model", "vggface2", "--device", "cuda", expect=2)
+    result = run(
+        "enroll",
+        shared / "faces/known",
+        "--gallery",
+        tmp_path / "g",
+        "--weights",
+        weights,
+        "--model",
+        "vggface2",
+        "--device",
+        "cuda",
+        expect=2,
+    )
     assert "no CUDA GPU" in result.stderr
-
 
 
 def _without_root_file_powers() -> None:
@@ -262,8 +366,14 @@ def test_read_only_gallery(tmp_path, known_gallery, shared):
     as_user = {"preexec_fn": _without_root_file_powers} if os.geteuid() == 0 else {}
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "facerec.cli", *map(str, args), "--gallery", str(gallery)],
-                              capture_output=True, text=True, env=env, timeout=300, **as_user)
+        return subprocess.run(
+            [sys.executable, "-m", "facerec.cli", *map(str, args), "--gallery", str(gallery)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+            **as_user,
+        )
 
     try:
         enroll = cli("enroll", shared / "faces/known")

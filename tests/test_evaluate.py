@@ -212,7 +212,9 @@ def test_open_set_sweep_on_a_hand_made_example():
 )
 def test_choose_open_set_threshold(max_far, threshold, known_accuracy, false_accepts):
     result = choose_open_set_threshold(*open_set_example(), max_far=max_far)
-    assert result == OpenSetResult(pytest.approx(threshold), pytest.approx(known_accuracy), pytest.approx(false_accepts), 5, 4)
+    assert result == OpenSetResult(
+        pytest.approx(threshold), pytest.approx(known_accuracy), pytest.approx(false_accepts), 5, 4
+    )
 
 
 def test_open_set_names_nobody_when_a_stranger_outscores_everyone():

@@ -33,8 +33,16 @@ def seeds() -> list[bytes]:
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8))
     out = []
-    for fmt, mode in (("JPEG", "RGB"), ("PNG", "RGBA"), ("GIF", "P"), ("BMP", "RGB"), ("TIFF", "RGB"),
-                      ("WEBP", "RGB"), ("PPM", "RGB"), ("PNG", "I;16")):
+    for fmt, mode in (
+        ("JPEG", "RGB"),
+        ("PNG", "RGBA"),
+        ("GIF", "P"),
+        ("BMP", "RGB"),
+        ("TIFF", "RGB"),
+        ("WEBP", "RGB"),
+        ("PPM", "RGB"),
+        ("PNG", "I;16"),
+    ):
         buffer = io.BytesIO()
         image.convert(mode).save(buffer, fmt)
         out.append(buffer.getvalue())
@@ -90,8 +98,12 @@ def model_bytes() -> list[bytes]:
         pytest.skip("face_recognition_models is not installed")
 
 
-@settings(max_examples=max(10, EXAMPLES // 5), deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=max(10, EXAMPLES // 5),
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(mutated(model_bytes))
 def test_dlib_parser_survives_mutated_models(data: bytes) -> None:
     """A changed byte in a weight is still a model (dlib has no checksum: the pinned SHA-256 guards that);

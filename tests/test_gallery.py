@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import sqlite3
 import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from facerec.errors import GalleryBusyError, GalleryError, GalleryMismatchError, GalleryNotFoundError, InvalidNameError
-from facerec.gallery import Gallery, FaceRecord, validate_name
+from facerec.gallery import FaceRecord, Gallery, GalleryMeta, validate_name
 
 DIM = 8
-META = {"model": "vggface2", "dim": str(DIM), "weights_sha256": "0" * 64, "weights_path": "/w.pt"}
+META = GalleryMeta.new("vggface2", DIM, Path("/w.pt"), "0" * 64)
 
 
 def unit(rows: int, seed: int) -> np.ndarray:
@@ -31,8 +32,8 @@ def new_gallery(path, **kw) -> Gallery:
 def index_agrees(path) -> None:
     with Gallery.open(path) as g:
         db_ids = [r[0] for r in g._db.execute("SELECT id FROM faces ORDER BY id")]
-        assert g._index.ntotal == len(db_ids) == g.count
-        assert sorted(g._person_of) == db_ids
+        assert g._faces.index.ntotal == len(db_ids) == g.count
+        assert sorted(g._faces.person_of) == db_ids
 
 
 def test_add_search_persist_remove(tmp_path):
@@ -72,7 +73,11 @@ def test_one_index_file_per_generation_and_private_files(tmp_path):
     assert stat.S_IMODE((tmp_path / "g").stat().st_mode) == 0o700
     # No pickles anywhere: plain SQL tables of text, numbers and raw float32 vectors, and a FAISS file.
     db = sqlite3.connect(tmp_path / "g" / "gallery.sqlite")
-    assert {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")} == {"meta", "faces", "sqlite_sequence"}
+    assert {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")} == {
+        "meta",
+        "faces",
+        "sqlite_sequence",
+    }
     assert {r[0] for r in db.execute("SELECT typeof(value) FROM meta")} == {"text"}
     assert {r[0] for r in db.execute("SELECT length(vector) FROM faces")} == {g.dim * 4}
     db.close()

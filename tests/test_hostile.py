@@ -21,13 +21,34 @@ import pytest
 from PIL import Image
 
 # Files that must come out as an error (the rest of the corpus may decode: scrambled pixels are still pixels).
-MUST_FAIL = ("truncated-2.", "zero-bytes", "text-named", "bomb-", "loop-", "self.jpg", "broken-link", "folder.jpg",
-             "fifo.jpg", "html.png", "video.jpg", "random-bytes", "one-pixel", "thin-", "absurd-chunk", "jpeg-signature")
+MUST_FAIL = (
+    "truncated-2.",
+    "zero-bytes",
+    "text-named",
+    "bomb-",
+    "loop-",
+    "self.jpg",
+    "broken-link",
+    "folder.jpg",
+    "fifo.jpg",
+    "html.png",
+    "video.jpg",
+    "random-bytes",
+    "one-pixel",
+    "thin-",
+    "absurd-chunk",
+    "jpeg-signature",
+)
 FORMATS = {"jpg": "JPEG", "png": "PNG", "gif": "GIF", "bmp": "BMP", "tif": "TIFF", "webp": "WEBP", "ppm": "PPM"}
 
 
 def _png_chunk(kind: bytes, body: bytes, length: int | None = None) -> bytes:
-    return struct.pack(">I", len(body) if length is None else length) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    return (
+        struct.pack(">I", len(body) if length is None else length)
+        + kind
+        + body
+        + struct.pack(">I", zlib.crc32(kind + body))
+    )
 
 
 def _png(width: int, height: int, extra: bytes = b"", idat: bytes | None = None) -> bytes:
@@ -56,12 +77,20 @@ def build_corpus(folder: Path, shared: Path) -> list[Path]:
     files["png-named.jpg"] = _png(64, 64)  # wrong extension, good content: decodes
     files["bomb-50000x50000.png"] = _png(50000, 50000)
     files["bomb-50000x50000.gif"] = b"GIF89a" + struct.pack("<HH", 50000, 50000) + b"\x00\x00\x00" + b";"
-    files["bomb-50000x50000.bmp"] = (b"BM" + struct.pack("<IHHI", 54, 0, 0, 54)
-                                     + struct.pack("<IiiHHIIiiII", 40, 50000, 50000, 1, 24, 0, 0, 0, 0, 0, 0))
-    files["bomb-50000x50000.jpg"] = (b"\xff\xd8\xff\xc0\x00\x11\x08" + struct.pack(">HH", 50000, 50000)
-                                     + b"\x03\x01\x22\x00\x02\x11\x01\x03\x11\x01\xff\xd9")
+    files["bomb-50000x50000.bmp"] = (
+        b"BM"
+        + struct.pack("<IHHI", 54, 0, 0, 54)
+        + struct.pack("<IiiHHIIiiII", 40, 50000, 50000, 1, 24, 0, 0, 0, 0, 0, 0)
+    )
+    files["bomb-50000x50000.jpg"] = (
+        b"\xff\xd8\xff\xc0\x00\x11\x08"
+        + struct.pack(">HH", 50000, 50000)
+        + b"\x03\x01\x22\x00\x02\x11\x01\x03\x11\x01\xff\xd9"
+    )
     files["absurd-chunk.png"] = _png(64, 64, extra=_png_chunk(b"tEXt", b"k\x00v", length=0x7FFFFFF0))
-    files["huge-text-chunk.png"] = _png(64, 64, extra=_png_chunk(b"zTXt", b"k\x00\x00" + zlib.compress(b"a" * 50_000_000)))
+    files["huge-text-chunk.png"] = _png(
+        64, 64, extra=_png_chunk(b"zTXt", b"k\x00\x00" + zlib.compress(b"a" * 50_000_000))
+    )
     files["bad-crc.png"] = _png(64, 64)[:-5] + b"XXXX" + b"\x00"
     files["zlib-bomb.png"] = _png(64, 64, idat=zlib.compress(b"\x00" * 200_000_000))
     files["one-pixel.png"] = _png(1, 1)

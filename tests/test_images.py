@@ -422,7 +422,17 @@ def test_iter_image_files(tmp_path: Path) -> None:
     (root / "b" / "deep").mkdir(parents=True)
     (root / "a").mkdir()
     (root / ".git").mkdir()
-    for rel in ("z.png", "A.JPG", "b/deep/c.webp", "a/x.jpeg", "b/notes.txt", "b/clip.mp4", ".hidden.jpg", ".git/obj.png", "a/.thumb.jpg"):
+    for rel in (
+        "z.png",
+        "A.JPG",
+        "b/deep/c.webp",
+        "a/x.jpeg",
+        "b/notes.txt",
+        "b/clip.mp4",
+        ".hidden.jpg",
+        ".git/obj.png",
+        "a/.thumb.jpg",
+    ):
         (root / rel).write_bytes(b"x")
     (root / "a" / "gone.jpg").symlink_to(root / "nowhere.jpg")  # broken: still listed
     (root / "b" / "deep" / "up").symlink_to(root / "b", target_is_directory=True)  # a loop
@@ -430,9 +440,7 @@ def test_iter_image_files(tmp_path: Path) -> None:
 
     found = iter_image_files(root)
 
-    expected = sorted(
-        root / rel for rel in ("z.png", "A.JPG", "b/deep/c.webp", "a/x.jpeg", "a/gone.jpg")
-    )
+    expected = sorted(root / rel for rel in ("z.png", "A.JPG", "b/deep/c.webp", "a/x.jpeg", "a/gone.jpg"))
     assert found == expected
     assert found == sorted(found)
     assert len(set(found)) == len(found)

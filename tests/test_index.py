@@ -3,12 +3,14 @@ on top of both. EXACT_LIMIT is lowered so that the compressed index is exercised
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from facerec import index as index_module
-from facerec.gallery import FaceRecord, Gallery
-from facerec.index import VectorIndex, kind_for
+from facerec.gallery import FaceRecord, Gallery, GalleryMeta
+from facerec.gallery import index as index_module
+from facerec.gallery.index import VectorIndex, kind_for
 
 DIM = 64
 LIMIT = 1_000
@@ -92,7 +94,10 @@ def test_round_trip_through_a_file(tmp_path):
     index.write(tmp_path / "i.faiss")
     again = VectorIndex.read(tmp_path / "i.faiss")
     assert again.kind == "compressed" and again.ntotal == index.ntotal
-    assert [np.array_equal(a, b) for a, b in zip(again.search(vectors[:20], 5), index.search(vectors[:20], 5))] == [True, True]
+    assert [np.array_equal(a, b) for a, b in zip(again.search(vectors[:20], 5), index.search(vectors[:20], 5))] == [
+        True,
+        True,
+    ]
     (tmp_path / "bad.faiss").write_bytes(b"\x00" * 100)
     assert VectorIndex.read(tmp_path / "bad.faiss") is None
 
@@ -100,7 +105,7 @@ def test_round_trip_through_a_file(tmp_path):
 def test_a_large_gallery_uses_the_compressed_index_and_answers_like_an_exact_one(tmp_path):
     vectors, owner = faces(300, 5)
     records = [FaceRecord(f"p{o:03d}", f"/p/{i}.jpg", f"h{i}", (0, 0, 1, 1), 0.99) for i, o in enumerate(owner)]
-    meta = {"model": "vggface2", "dim": str(DIM), "weights_sha256": "0" * 64, "weights_path": "/w.pt"}
+    meta = GalleryMeta.new("vggface2", DIM, Path("/w.pt"), "0" * 64)
     with Gallery.open_for_write(tmp_path / "g", create=meta) as g:
         g.add(records[:800], vectors[:800])
         assert g.index_kind.startswith("exact")
@@ -116,17 +121,23 @@ def test_a_large_gallery_uses_the_compressed_index_and_answers_like_an_exact_one
     assert np.mean([n == f"p{owner[i]:03d}" for n, i in zip(nearest, np.argmax(queries @ vectors.T, axis=1))]) >= 0.99
     exact = np.argmax(queries @ centres.T, axis=1)
     assert np.mean([h[0].name == f"p{e:03d}" for h, e in zip(by_centroid, exact)]) >= 0.99
-    assert all(h[0].similarity == pytest.approx(float(queries[i] @ centres[exact[i]]), abs=1e-4) for i, h in enumerate(by_centroid) if h[0].name == f"p{exact[i]:03d}")
+    assert all(
+        h[0].similarity == pytest.approx(float(queries[i] @ centres[exact[i]]), abs=1e-4)
+        for i, h in enumerate(by_centroid)
+        if h[0].name == f"p{exact[i]:03d}"
+    )
     with Gallery.open_for_write(tmp_path / "g") as g:
         assert g.remove_person("p000") == 5
     with Gallery.open(tmp_path / "g") as g:
-        assert g.count == len(vectors) - 5 and "p000" not in {c.name for c in g.search(queries[:1], top_k=3, rule="nearest")[0]}
+        assert g.count == len(vectors) - 5 and "p000" not in {
+            c.name for c in g.search(queries[:1], top_k=3, rule="nearest")[0]
+        }
 
 
 def test_an_exact_index_saved_for_a_large_gallery_is_upgraded_on_open(tmp_path, monkeypatch):
     vectors, owner = faces(240, 5)
     records = [FaceRecord(f"p{o}", f"/p/{i}.jpg", f"h{i}", (0, 0, 1, 1), 0.99) for i, o in enumerate(owner)]
-    meta = {"model": "vggface2", "dim": str(DIM), "weights_sha256": "0" * 64, "weights_path": "/w.pt"}
+    meta = GalleryMeta.new("vggface2", DIM, Path("/w.pt"), "0" * 64)
     monkeypatch.setattr(index_module, "EXACT_LIMIT", 10 * LIMIT)  # an older release: exact at this size
     with Gallery.open_for_write(tmp_path / "g", create=meta) as g:
         g.add(records, vectors)

@@ -1,99 +1,70 @@
-"""The background stages of enroll and identify: order, errors, early exit, thread budget, and what they mean
-for enrollment (copies of one photo in flight at once are enrolled once)."""
+"""FacePipeline, the gallery-free path: real photos of ../shared through the real dlib-resnet model."""
 
 from __future__ import annotations
 
-import json
-import random
-import shutil
-import threading
-import time
-
+import numpy as np
 import pytest
-import torch
-from click.testing import CliRunner
 
-from facerec.cli import main
-from facerec.pipeline import prefetch
+from facerec import FacePipeline
+from facerec.errors import ImageError
 
 
-def slow_square(x: int) -> int:
-    time.sleep(random.Random(x).uniform(0, 0.01))  # finish out of order
-    return x * x
+@pytest.fixture(scope="module")
+def pipeline() -> FacePipeline:
+    return FacePipeline.load("dlib-resnet", device="cpu")
 
 
-def test_results_come_in_order_and_ahead_of_the_consumer():
-    started = []
-
-    def work(x):
-        started.append(x)
-        return slow_square(x)
-
-    seen = []
-    for value in prefetch(range(40), work, workers=3, depth=5):
-        seen.append(value)
-        time.sleep(0.002)
-        assert len(started) <= len(seen) + 5  # never more than `depth` ahead
-    assert seen == [x * x for x in range(40)]
+def test_faces_of_a_photo_come_with_unit_vectors(pipeline, shared):
+    image = pipeline.read(shared / "faces/unknown/kit_with_rose.jpg")
+    found = pipeline.faces(image)
+    assert len(found) == 2 and found[0].face.area > found[1].face.area  # largest first
+    vectors = np.stack([f.vector for f in found])
+    assert vectors.shape == (2, 128) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(vectors, pipeline.vectors(image, [f.face for f in found]), atol=1e-6)  # deterministic
+    assert pipeline.faces(pipeline.read(shared / "faces/nofaces/dogs.jpg")) == []
 
 
-def test_an_error_is_raised_at_its_item():
-    def work(x):
-        if x == 7:
-            raise ValueError("bad seven")
-        return x
-
-    got = []
-    with pytest.raises(ValueError, match="bad seven"):
-        for value in prefetch(range(20), work, workers=2, depth=4):
-            got.append(value)
-    assert got == list(range(7))
+def test_main_face_is_the_enrollment_rule(pipeline, shared):
+    face, why = pipeline.main_face(pipeline.read(shared / "faces/known/paul_rudd/1.jpg"))
+    assert face is not None and why == "" and face.score > 0.95
+    none, why = pipeline.main_face(pipeline.read(shared / "faces/nofaces/dogs.jpg"))
+    assert none is None and why == "no face found"
+    # A group photo has no one main face.
+    none, why = pipeline.main_face(pipeline.read(shared / "faces/groups/friends_cast.jpg"))
+    assert none is None and why.startswith("ambiguous")
 
 
-def test_leaving_early_stops_the_work_and_the_threads():
-    calls = []
-    before = threading.active_count()
-
-    def work(x):
-        calls.append(x)
-        time.sleep(0.01)
-        return x
-
-    for value in prefetch(range(1000), work, workers=2, depth=4):
-        if value == 3:
-            break
-    assert len(calls) < 12
-    time.sleep(0.05)
-    assert threading.active_count() == before
+def test_load_photo_hashes_and_skips_known_photos(pipeline, shared, tmp_path):
+    path = shared / "faces/known/paul_rudd/1.jpg"
+    photo = pipeline.load_photo(path)
+    assert photo.image is not None and len(photo.sha256) == 64
+    assert pipeline.load_photo(path, skip={photo.sha256}).image is None  # known: hashed, never decoded
+    (tmp_path / "not.jpg").write_text("not an image")
+    with pytest.raises(ImageError, match="not.jpg"):
+        pipeline.load_photo(tmp_path / "not.jpg")
 
 
-def test_workers_compute_on_one_torch_thread_and_the_caller_on_what_is_left():
-    before = torch.get_num_threads()
-    torch.set_num_threads(4)
-    try:
-        during = set()
-        assert set(prefetch(range(6), lambda _: torch.get_num_threads(), workers=2)) == {1}
-        for _ in prefetch(range(3), lambda x: x, workers=3):
-            during.add(torch.get_num_threads())
-        assert during == {1} and torch.get_num_threads() == 4
-        for _ in prefetch(range(3), lambda x: x, workers=1):
-            during.add(torch.get_num_threads())
-        assert during == {1, 3} and torch.get_num_threads() == 4
-    finally:
-        torch.set_num_threads(before)
+def test_face_at_finds_an_enrolled_box_again(pipeline, shared):
+    image = pipeline.read(shared / "faces/unknown/kit_with_rose.jpg")
+    faces = pipeline.detect(image)
+    shifted = tuple(v + 3 for v in faces[1].box)
+    assert pipeline.face_at(image, shifted) == faces[1]
+    assert pipeline.face_at(image, (0.0, 0.0, 5.0, 5.0)) is None
 
 
-def test_copies_of_one_photo_in_flight_are_enrolled_once(tmp_path, shared, weights):
-    """Two workers may decode two copies of a photo at once; one copy is enrolled, the others are skipped
-    with the name they were enrolled under, and nothing is refused by the database."""
-    photo = next((shared / "faces/known").glob("*/*.jpg"))
-    for person in ("ann", "bob", "cid"):
-        (tmp_path / "in" / person).mkdir(parents=True)
-        for i in range(3):
-            shutil.copy(photo, tmp_path / "in" / person / f"{i}.jpg")
-    result = CliRunner().invoke(main, ["enroll", str(tmp_path / "in"), "--gallery", str(tmp_path / "g"),
-                                       "--weights", str(weights), "--model", "vggface2", "--json"])
-    assert result.exit_code == 0, (result.output, result.stderr)
-    report = json.loads(result.stdout)
-    assert report["faces_added"] == 1 and report["added"] == {"ann": 1}
-    assert sorted(s["reason"] for s in report["skipped"]) == ["already enrolled as ann"] * 8
+def test_same_person_is_closer_than_another(pipeline, shared):
+    def vector(path):
+        image = pipeline.read(shared / path)
+        face, _ = pipeline.main_face(image)
+        return pipeline.vectors(image, [face])[0]
+
+    obama, obama2, biden = (
+        vector(p) for p in ("faces/known/obama/obama.jpg", "faces/unknown/obama1.jpg", "faces/known/biden/biden.jpg")
+    )
+    assert obama @ obama2 > 0.94 > obama @ biden
+
+
+def test_a_smaller_minimum_face_is_a_new_pipeline_on_the_same_models(pipeline):
+    video = pipeline.with_min_face(40)
+    assert video.detector.min_face_size == 40 and pipeline.detector.min_face_size == 20
+    assert video.embedder is pipeline.embedder

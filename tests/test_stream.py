@@ -33,7 +33,10 @@ class Scripted:
 
     def embed(self, image, faces):
         self.calls += len(faces)
-        return np.tile(np.array([[1.0, 0.0]], np.float32) if self.calls % 2 else np.array([[0.0, 1.0]], np.float32), (len(faces), 1))
+        return np.tile(
+            np.array([[1.0, 0.0]], np.float32) if self.calls % 2 else np.array([[0.0, 1.0]], np.float32),
+            (len(faces), 1),
+        )
 
     def decide(self, vectors):
         self.decided.append(vectors)
@@ -56,7 +59,9 @@ def test_tracker_follows_a_face_and_votes_without_flicker():
     assert names == ["alice"] * 6  # a minority 'bob' vote never flips the name
     assert [e["event"] for e in events] == ["appear"]
     # What is named is the mean of the track's embeddings so far (alternating [1, 0] and [0, 1] here).
-    assert np.allclose(namer.decided[1], [[2**-0.5, 2**-0.5]]) and np.allclose(namer.decided[2], [[2 / 5**0.5, 1 / 5**0.5]])
+    assert np.allclose(namer.decided[1], [[2**-0.5, 2**-0.5]]) and np.allclose(
+        namer.decided[2], [[2 / 5**0.5, 1 / 5**0.5]]
+    )
     # The face leaves: after max_missing seconds the track ends with its leave event.
     events = tracker.update(image, 0.5, [])
     assert events == []
@@ -93,7 +98,7 @@ class FlakyCapture:
         self.left = frames_before_failure
         self.ok = type(self).opened == 1 or reopenable
 
-    def isOpened(self):  # noqa: N802 (OpenCV's name)
+    def isOpened(self):
         return self.ok
 
     def get(self, prop):
@@ -113,8 +118,13 @@ class FlakyCapture:
 def test_live_source_reconnects_then_gives_up():
     FlakyCapture.opened = 0
     messages = []
-    source = FrameSource("rtsp://camera.invalid/stream", opener=lambda s: FlakyCapture(s, reopenable=True),
-                         reconnect_timeout=5.0, backoff=(0.01, 0.02), on_status=messages.append)
+    source = FrameSource(
+        "rtsp://camera.invalid/stream",
+        opener=lambda s: FlakyCapture(s, reopenable=True),
+        reconnect_timeout=5.0,
+        backoff=(0.01, 0.02),
+        on_status=messages.append,
+    )
     frames = []
     for frame in source:
         frames.append(frame)
@@ -125,8 +135,13 @@ def test_live_source_reconnects_then_gives_up():
     assert any("reconnected" in m for m in messages)
 
     FlakyCapture.opened = 0
-    source = FrameSource("0", opener=lambda s: FlakyCapture(s, reopenable=False), reconnect_timeout=0.3,
-                         backoff=(0.05, 0.1), on_status=messages.append)
+    source = FrameSource(
+        "0",
+        opener=lambda s: FlakyCapture(s, reopenable=False),
+        reconnect_timeout=0.3,
+        backoff=(0.05, 0.1),
+        on_status=messages.append,
+    )
     started = time.monotonic()
     with pytest.raises(StreamLostError, match="lost for 0 s; giving up"):
         for _ in source:
@@ -138,7 +153,9 @@ def test_live_source_reconnects_then_gives_up():
 def test_source_that_cannot_be_opened(tmp_path):
     with pytest.raises(SourceError, match="cannot open video source"):
         FrameSource(str(tmp_path / "missing.mp4"))
-    result = CliRunner().invoke(main, ["watch", "--source", str(tmp_path / "missing.mp4"), "--gallery", str(tmp_path / "g")])
+    result = CliRunner().invoke(
+        main, ["watch", "--source", str(tmp_path / "missing.mp4"), "--gallery", str(tmp_path / "g")]
+    )
     assert result.exit_code == 2 and "no gallery" in result.stderr
 
 
@@ -156,15 +173,30 @@ def test_enrollment_frame_quality():
 @pytest.fixture(scope="module")
 def video_gallery(tmp_path_factory, shared) -> Path:
     gallery = tmp_path_factory.mktemp("video") / "g"
-    result = CliRunner().invoke(main, ["enroll", str(shared / "faces/known"), "--gallery", str(gallery), "--model", "dlib-resnet"])
+    result = CliRunner().invoke(
+        main, ["enroll", str(shared / "faces/known"), "--gallery", str(gallery), "--model", "dlib-resnet"]
+    )
     assert result.exit_code == 0, result.stderr
     return gallery
 
 
 def watch_json(gallery: Path, video: Path, tmp_path: Path, *extra: str):
     events = tmp_path / "events.jsonl"
-    result = CliRunner().invoke(main, ["watch", "--source", str(video), "--gallery", str(gallery), "--no-window",
-                                       "--json", "--events", str(events), *extra])
+    result = CliRunner().invoke(
+        main,
+        [
+            "watch",
+            "--source",
+            str(video),
+            "--gallery",
+            str(gallery),
+            "--no-window",
+            "--json",
+            "--events",
+            str(events),
+            *extra,
+        ],
+    )
     assert result.exit_code == 0, (result.stderr, result.exception)
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     frames, summary = lines[:-1], lines[-1]["summary"]
@@ -185,7 +217,9 @@ def check_events_agree(events: list[dict], summary: dict) -> None:
 
 def test_obama_podium(video_gallery, shared, tmp_path):
     record = tmp_path / "out.mp4"
-    frames, summary, events = watch_json(video_gallery, shared / "video/obama_podium.mp4", tmp_path, "--record", str(record))
+    frames, summary, events = watch_json(
+        video_gallery, shared / "video/obama_podium.mp4", tmp_path, "--record", str(record)
+    )
     with_face = [f for f in frames if f["faces"]]
     named = [f for f in with_face if [x["name"] for x in f["faces"]] == ["obama"]]
     assert len(with_face) >= 0.9 * len(frames)
@@ -216,22 +250,40 @@ def test_crowd_has_no_names(video_gallery, shared, tmp_path):
 def test_enroll_at_the_camera(tmp_path, shared):
     """`watch --enroll NAME` on a video file standing in for a camera."""
     gallery = tmp_path / "g"
-    result = CliRunner().invoke(main, ["watch", "--source", str(shared / "video/obama_podium.mp4"), "--enroll", "barack",
-                                       "--gallery", str(gallery), "--json"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "watch",
+            "--source",
+            str(shared / "video/obama_podium.mp4"),
+            "--enroll",
+            "barack",
+            "--gallery",
+            str(gallery),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout) == {"name": "barack", "faces_added": 5}
     assert "captured 5 of 5" in result.stderr
-    found = CliRunner().invoke(main, ["identify", str(shared / "faces/known/obama/obama.jpg"), "--gallery", str(gallery), "--json"])
+    found = CliRunner().invoke(
+        main, ["identify", str(shared / "faces/known/obama/obama.jpg"), "--gallery", str(gallery), "--json"]
+    )
     assert json.loads(found.stdout)["faces"][0]["name"] == "barack"
     # A clip with nobody in it cannot be enrolled from: a clear error, nothing added.
-    crowd = CliRunner().invoke(main, ["watch", "--source", str(shared / "video/crowd_arcade.mp4"), "--enroll", "nobody",
-                                      "--gallery", str(gallery)])
+    crowd = CliRunner().invoke(
+        main,
+        ["watch", "--source", str(shared / "video/crowd_arcade.mp4"), "--enroll", "nobody", "--gallery", str(gallery)],
+    )
     assert crowd.exit_code == 1 and "good frames" in crowd.stderr and "most often:" in crowd.stderr
     people = CliRunner().invoke(main, ["people", "--gallery", str(gallery), "--json"])
     assert json.loads(people.stdout)["people"] == [{"name": "barack", "faces": 5}]
 
 
-def test_ctrl_c_leaves_complete_recording_and_events(video_gallery, shared, tmp_path):
+@pytest.mark.parametrize("as_json", [False, True])
+def test_ctrl_c_leaves_complete_recording_and_events(video_gallery, shared, tmp_path, as_json):
+    """Ctrl-C mid-stream: exit 130, the summary of what was seen (as JSON with --json), a complete
+    recording, and every appear event closed by its leave event."""
     import os
     import signal
     import subprocess
@@ -241,9 +293,27 @@ def test_ctrl_c_leaves_complete_recording_and_events(video_gallery, shared, tmp_
 
     record, events = tmp_path / "out.mp4", tmp_path / "events.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "facerec.cli", "watch", "--source", str(shared / "video/hamilton_clip.mp4"), "--realtime",
-         "--no-window", "--gallery", str(video_gallery), "--record", str(record), "--events", str(events)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "FACEREC_DOWNLOAD_URL": "http://127.0.0.1:9/"},
+        [
+            sys.executable,
+            "-m",
+            "facerec.cli",
+            "watch",
+            "--source",
+            str(shared / "video/hamilton_clip.mp4"),
+            "--realtime",
+            "--no-window",
+            "--gallery",
+            str(video_gallery),
+            "--record",
+            str(record),
+            "--events",
+            str(events),
+            *(["--json"] if as_json else []),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "FACEREC_DOWNLOAD_URL": "http://127.0.0.1:9/"},
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (events.exists() and events.read_text().strip()):
@@ -253,6 +323,12 @@ def test_ctrl_c_leaves_complete_recording_and_events(video_gallery, shared, tmp_
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
+    if as_json:
+        printed = [json.loads(line) for line in out.splitlines()]
+        summary = printed[-1]["summary"]
+        assert summary["frames"] == len(printed) - 1 > 0 and all("faces" in line for line in printed[:-1])
+    else:
+        assert " frames in " in out and "tracks" in out
     lines = [json.loads(line) for line in events.read_text().splitlines()]
     appears = {e["track"] for e in lines if e["event"] == "appear"}
     assert appears and appears == {e["track"] for e in lines if e["event"] == "leave"}
@@ -265,7 +341,7 @@ def test_window_q_quits(monkeypatch):
     """With a display, frames are shown and `q` ends the run cleanly (cv2's window calls stand in)."""
     import cv2
 
-    from facerec.stream import FrameResult, run_watch
+    from facerec.stream import FrameResult, TrackedFace, run_watch
 
     shown, keys = [], iter([-1, -1, ord("q")])
     monkeypatch.setenv("DISPLAY", ":99")
@@ -273,7 +349,7 @@ def test_window_q_quits(monkeypatch):
     monkeypatch.setattr(cv2, "waitKey", lambda delay: next(keys))
     monkeypatch.setattr(cv2, "destroyAllWindows", lambda: shown.append("closed"))
     image = np.zeros((48, 64, 3), np.uint8)
-    face = {"track": 1, "box": [1, 1, 20, 20], "name": "alice", "similarity": 0.97}
+    face = TrackedFace(1, [1, 1, 20, 20], "alice", 0.97)
     results = (FrameResult(i, i / 25, [face], [], image) for i in range(10))
     summary = run_watch(results, 25.0, window=True)
-    assert summary["frames"] == 3 and shown == [(48, 64, 3)] * 3 + ["closed"]
+    assert summary.frames == 3 and shown == [(48, 64, 3)] * 3 + ["closed"]

@@ -46,7 +46,7 @@ class Server:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 with server.lock:
                     server.counts[path] += 1
@@ -62,7 +62,7 @@ class Server:
                 else:
                     self.send_error(404)
 
-            def do_HEAD(self) -> None:  # noqa: N802
+            def do_HEAD(self) -> None:
                 if self.path.endswith("/good.pt"):
                     self.send_response(200)
                     self.send_header("Content-Length", str(len(GOOD)))
@@ -77,7 +77,7 @@ class Server:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 pass
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -8,7 +8,7 @@ FaceRecognizer objects loads each network once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -20,10 +20,12 @@ from ..align import aligned_chip, facenet_chip
 from ..config import Settings
 from ..detect import Face
 from ..errors import ModelError
+from ..fileio import sha256_file
+from ..vectors import normalise
 from .dlib_resnet import DlibResNet, find_model_file, load_dlib_resnet
 from .facenet import build_facenet, facenet_input
 from .registry import DEFAULT_MODEL, OFFLINE_MODEL, ModelSpec, get_spec
-from .weights import load_state_dict, resolve_weights, sha256_file, unreachable
+from .weights import load_state_dict, resolve_weights, unreachable
 
 
 def resolve_device(device: str) -> str:
@@ -89,10 +91,10 @@ class Embedder:
         """The model's input for one face of an RGB image."""
         return FAMILIES[self.spec.family].chip(image, face, self.spec)
 
-    def stack(self, chips) -> np.ndarray:
+    def stack(self, chips: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         """Chips as one (N, H, W, 3) uint8 array; none gives an empty array of the model's chip shape."""
         size = self.spec.input_size
-        return np.stack(chips) if len(chips) else np.zeros((0, size, size, 3), np.uint8)
+        return np.stack(list(chips)) if len(chips) else np.zeros((0, size, size, 3), np.uint8)
 
     def views(self, chips: np.ndarray, mirrored: tuple[bool, ...] = (False, True)) -> list[np.ndarray]:
         """The network's raw outputs (N, dim) for (N, H, W, 3) uint8 chips, one array per view (plain or
@@ -120,14 +122,8 @@ class Embedder:
 
         With the model's test-time flip, each vector is the mean of the chip's and its mirror's.
         """
-        return normalise(sum(self.views(chips, (False, True) if self.spec.flip else (False,))))
-
-
-def normalise(vectors: np.ndarray) -> np.ndarray:
-    """Unit rows (float32); an all-zero row stays zero instead of becoming NaN."""
-    vectors = np.asarray(vectors, np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
+        views = self.views(chips, (False, True) if self.spec.flip else (False,))
+        return normalise(np.sum(views, axis=0))
 
 
 @lru_cache(maxsize=16)
@@ -151,7 +147,8 @@ def weights_path(spec: ModelSpec, weights: Path | None, settings: Settings, prog
         packaged = find_model_file()
         if spec.sha256 and sha256_file(packaged) != spec.sha256:
             raise ModelError(
-                f"{packaged} has an unexpected SHA-256; reinstall it: pip install --force-reinstall face_recognition_models"
+                f"{packaged} has an unexpected SHA-256; reinstall it: pip install --force-reinstall "
+                f"face_recognition_models"
             )
         return packaged
     return resolve_weights(
@@ -196,7 +193,7 @@ def choose_model(settings: Settings | None = None) -> tuple[str, str]:
     local = settings.models_dir / spec.weights_file
     if local.is_file():
         return spec.name, f"using {spec.name}: its weights are in {settings.models_dir}"
-    source = settings.download_url.rstrip("/") + "/" + spec.weights_file if settings.download_url else spec.url
+    source = settings.download_url.rstrip("/") + "/" + spec.weights_file if settings.download_url else spec.url or ""
     why = unreachable(source, timeout=min(settings.download_timeout_s, 5.0))
     if why is None:
         return spec.name, f"using {spec.name}: its weights will be downloaded from {source}"

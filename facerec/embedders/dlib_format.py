@@ -42,10 +42,19 @@ EMBEDDING_DIM = 128
 # alevel4 = 3 x ares<32>; alevel3 = ares_down<64> + 3 x ares<64>; alevel2 = ares_down<128> +
 # 2 x ares<128>; alevel1 = ares_down<256> + 2 x ares<256>; alevel0 = ares_down<256>.
 RESIDUAL_BLOCKS: tuple[tuple[int, int, bool], ...] = (
-    (32, 32, False), (32, 32, False), (32, 32, False),
-    (32, 64, True), (64, 64, False), (64, 64, False), (64, 64, False),
-    (64, 128, True), (128, 128, False), (128, 128, False),
-    (128, 256, True), (256, 256, False), (256, 256, False),
+    (32, 32, False),
+    (32, 32, False),
+    (32, 32, False),
+    (32, 64, True),
+    (64, 64, False),
+    (64, 64, False),
+    (64, 64, False),
+    (64, 128, True),
+    (128, 128, False),
+    (128, 128, False),
+    (128, 256, True),
+    (256, 256, False),
+    (256, 256, False),
     (256, 256, True),
 )
 
@@ -167,9 +176,7 @@ class DlibReader:
         dims = tuple(self.read_int(f"dimension of {what}", 0, _INT32_MAX) for _ in range(4))
         count = math.prod(dims)
         if count * 4 > self.remaining:
-            raise self.error(
-                f"truncated: {what} {dims} claims {count} floats, only {self.remaining} bytes left", start
-            )
+            raise self.error(f"truncated: {what} {dims} claims {count} floats, only {self.remaining} bytes left", start)
         raw = self._take(count * 4, what)
         return np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(dims)
 

@@ -17,11 +17,11 @@ Things that differ from a textbook ResNet, all reproduced here because dlib does
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +37,7 @@ from facerec.embedders.dlib_format import (
     parse_resnet,
 )
 from facerec.errors import ModelError
-from facerec.fileio import write_atomically
+from facerec.fileio import sha256_bytes, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -137,16 +137,17 @@ class DlibResNet(nn.Module):
         self.fc = nn.Linear(RESIDUAL_BLOCKS[-1][1], EMBEDDING_DIM, bias=False)
 
     @classmethod
-    def empty(cls) -> "DlibResNet":
+    def empty(cls) -> DlibResNet:
         """Same architecture, random init: a target for `load_state_dict` or fine-tuning."""
         return cls()
 
     @classmethod
-    def from_weights(cls, weights: DlibResNetWeights) -> "DlibResNet":
+    def from_weights(cls, weights: DlibResNetWeights) -> DlibResNet:
         """Build from parsed dlib weights (conv/affine pairs in order, stem first)."""
         model = cls()
-        convs = [model.conv] + [c for b in model.blocks for c in (b.conv1, b.conv2)]
-        affines = [model.affine] + [a for b in model.blocks for a in (b.affine1, b.affine2)]
+        blocks: list[Any] = list(model.blocks)
+        convs: list[Any] = [model.conv] + [c for b in blocks for c in (b.conv1, b.conv2)]
+        affines: list[Any] = [model.affine] + [a for b in blocks for a in (b.affine1, b.affine2)]
         if len(convs) != len(weights.convs) or len(affines) != len(weights.affines):
             raise ModelError("dlib ResNet weights do not fit the architecture (layer counts differ)")
         with torch.no_grad():
@@ -157,21 +158,17 @@ class DlibResNet(nn.Module):
                 affine.weight.copy_(torch.from_numpy(g))
                 affine.bias.copy_(torch.from_numpy(b))
             model.fc.weight.copy_(torch.from_numpy(weights.fc_weight))
-            model.channel_means.copy_(torch.from_numpy(weights.channel_means))
+            model.channel_means.copy_(torch.from_numpy(weights.channel_means))  # type: ignore[operator]
         model.distance_threshold = float(weights.distance_threshold)
         return model.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1:] != (3, self.input_size, self.input_size):
             raise ValueError(f"DlibResNet expects (N, 3, {self.input_size}, {self.input_size}), got {tuple(x.shape)}")
-        x = (x - self.channel_means.view(1, 3, 1, 1)) / 256.0
+        x = (x - self.channel_means.view(1, 3, 1, 1)) / 256.0  # type: ignore[operator]
         x = F.max_pool2d(F.relu(self.affine(self.conv(x))), 3, 2)
         x = self.blocks(x)
         return self.fc(x.mean(dim=(2, 3)))
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _load_cache(path: Path, digest: str) -> DlibResNet | None:
@@ -221,7 +218,7 @@ def load_dlib_resnet(models_dir: Path, source: Path | None = None) -> DlibResNet
         data = source.read_bytes()
     except OSError as exc:
         raise ModelError(f"{source}: cannot read the dlib ResNet weights ({exc.strerror or exc})") from exc
-    digest = _sha256(data)
+    digest = sha256_bytes(data)
     cache = Path(models_dir) / f"dlib-resnet-{digest[:16]}.pt"
 
     model = _load_cache(cache, digest)

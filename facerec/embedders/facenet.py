@@ -21,7 +21,9 @@ def build_facenet(state_dict: dict[str, torch.Tensor], source: str) -> torch.nn.
         module.load_state_dict(weights, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
-        raise ModelError(f"{source} is not an InceptionResnetV1 state dict ({first}); pass the right --weights file") from None
+        raise ModelError(
+            f"{source} is not an InceptionResnetV1 state dict ({first}); pass the right --weights file"
+        ) from None
     return module.eval()
 
 

@@ -91,7 +91,8 @@ MODELS: dict[str, ModelSpec] = {
         weights_file="dlib_face_recognition_resnet_model_v1.dat",
         url=None,  # ships in the face_recognition_models package: works offline
         sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
-        description="dlib's face-recognition ResNet (face_recognition_models), rebuilt in PyTorch, 128-D, LFW 99.38% as published",
+        description="dlib's face-recognition ResNet (face_recognition_models), rebuilt in PyTorch, "
+        "128-D, LFW 99.38% as published",
         flip=True,
     ),
 }
@@ -111,7 +112,7 @@ def _thresholds() -> dict[str, Thresholds]:
                 key: tuple((int(size), float(t)) for size, t in values.pop(key, ()))
                 for key in ("identify_by_gallery_size", "watch_by_gallery_size")
             }
-            out[name] = Thresholds(**values, **tables)
+            out[name] = Thresholds(**values, **tables)  # type: ignore[arg-type]  # the JSON holds their fields
     return out
 
 

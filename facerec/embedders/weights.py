@@ -12,7 +12,6 @@ import hashlib
 import http.client
 import os
 import re
-import secrets
 import sys
 import urllib.error
 import urllib.request
@@ -22,30 +21,18 @@ from typing import TYPE_CHECKING, BinaryIO
 from tqdm import tqdm
 
 from facerec.errors import ModelError
-from facerec.fileio import fsync_folder
+from facerec.fileio import atomic_path, sha256_file, write_bytes_atomically
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["sha256_file", "download", "resolve_weights", "load_state_dict", "unreachable"]
+__all__ = ["download", "load_state_dict", "resolve_weights", "sha256_file", "unreachable"]
 
 _BLOCK = 1 << 20  # 1 MiB
 _SIDECAR_SUFFIX = ".sha256"
 _USER_AGENT = "facerec (python urllib)"
 _HEX = frozenset("0123456789abcdef")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks so large weights never sit in memory twice.
-
-    Raises OSError when the file cannot be read; callers turn that into their own message.
-    """
-    hasher = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(_BLOCK):
-            hasher.update(block)
-    return hasher.hexdigest()
 
 
 def download(
@@ -67,44 +54,23 @@ def download(
     """
     dest = Path(dest)
     expected = _normalise_digest(sha256)
-    folder = dest.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ModelError(
-            f"cannot create folder {folder} for {dest.name} ({_reason(exc)}); "
+            f"cannot create folder {dest.parent} for {dest.name} ({_reason(exc)}); "
             "set FACEREC_MODELS to a writable folder, or pass --weights FILE"
         ) from exc
-
-    tmp, out = _open_temp(dest)
     try:
-        try:
+        with atomic_path(dest, 0o644) as tmp, open(tmp, "xb") as out:
             got = _fetch(url, dest, out, timeout=timeout, progress=progress)
-            try:
-                out.flush()
-                os.fsync(out.fileno())
-                out.close()
-            except OSError as exc:
-                raise _write_error(dest, exc) from exc
-        finally:
-            if not out.closed:
-                try:
-                    out.close()
-                except OSError:
-                    pass  # already failing; the temporary file is removed below
-        if expected is not None and got != expected:
-            raise ModelError(
-                f"downloaded {dest.name} has SHA-256 {got}, expected {expected}: "
-                "the download was corrupted or replaced; nothing was kept"
-            )
-        try:
-            os.replace(tmp, dest)
-        except OSError as exc:
-            raise _write_error(dest, exc) from exc
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-    fsync_folder(folder)
+            if expected is not None and got != expected:
+                raise ModelError(
+                    f"downloaded {dest.name} has SHA-256 {got}, expected {expected}: "
+                    "the download was corrupted or replaced; nothing was kept"
+                )
+    except OSError as exc:
+        raise _write_error(dest, exc) from exc
     return dest
 
 
@@ -143,7 +109,9 @@ def resolve_weights(
 
     if dest.exists():
         if not dest.is_file():
-            raise ModelError(f"{dest} is not a file: remove it so {filename} is downloaded again, or pass --weights FILE")
+            raise ModelError(
+                f"{dest} is not a file: remove it so {filename} is downloaded again, or pass --weights FILE"
+            )
         _verify_cached(dest, expected, sidecar)
         return dest
 
@@ -154,7 +122,7 @@ def resolve_weights(
     return dest
 
 
-def load_state_dict(path: Path) -> dict[str, "torch.Tensor"]:
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """torch.load(path, map_location='cpu', weights_only=True); anything that is not a dict of tensors
     (or fails to load: truncated, a pickle with code, not a torch file) -> ModelError naming the file.
 
@@ -181,7 +149,9 @@ def load_state_dict(path: Path) -> dict[str, "torch.Tensor"]:
             "pass a file saved with torch.save(model.state_dict(), FILE)"
         )
     if not obj:
-        raise ModelError(f"{path} holds an empty dict, no weights: pass a file saved with torch.save(model.state_dict(), FILE)")
+        raise ModelError(
+            f"{path} holds an empty dict, no weights: pass a file saved with torch.save(model.state_dict(), FILE)"
+        )
     for key, value in obj.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
             raise ModelError(
@@ -245,21 +215,6 @@ def _content_length(response: object) -> int | None:
     return length if length is not None and length >= 0 else None
 
 
-def _open_temp(dest: Path) -> tuple[Path, BinaryIO]:
-    """A new, uniquely named hidden file beside dest; created with 0o666 so the umask applies as usual."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(6)}.part")
-        try:
-            fd = os.open(tmp, flags, 0o666)
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise _write_error(dest, exc) from exc
-        return tmp, os.fdopen(fd, "wb")
-    raise ModelError(f"cannot create a temporary file beside {dest}; clean up {dest.parent}, or pass --weights FILE")
-
-
 def _verify_cached(dest: Path, expected: str | None, sidecar: Path) -> None:
     """Check a models_dir file against the pinned digest, else against its trust-on-first-use sidecar."""
     recorded = None
@@ -273,7 +228,8 @@ def _verify_cached(dest: Path, expected: str | None, sidecar: Path) -> None:
         raise ModelError(f"cannot read {dest} ({_reason(exc)}); fix its permissions, or pass --weights FILE") from exc
     if expected is not None and got != expected:
         raise ModelError(
-            f"{dest} has SHA-256 {got}, expected {expected}: delete it so it is downloaded again, or pass --weights FILE"
+            f"{dest} has SHA-256 {got}, expected {expected}: delete it so it is downloaded again, or "
+            f"pass --weights FILE"
         )
     if recorded is not None and got != recorded:
         raise ModelError(
@@ -290,7 +246,9 @@ def _read_sidecar(sidecar: Path, dest: Path) -> str:
     try:
         text = sidecar.read_text(encoding="ascii", errors="replace")
     except OSError as exc:
-        raise ModelError(f"cannot read {sidecar} ({_reason(exc)}); fix its permissions, or pass --weights FILE") from exc
+        raise ModelError(
+            f"cannot read {sidecar} ({_reason(exc)}); fix its permissions, or pass --weights FILE"
+        ) from exc
     fields = text.split()
     digest = fields[0].lower() if fields else ""
     if len(digest) != 64 or not set(digest) <= _HEX:
@@ -303,16 +261,10 @@ def _read_sidecar(sidecar: Path, dest: Path) -> str:
 
 def _write_sidecar(dest: Path, sidecar: Path) -> None:
     """Record a fresh download's digest; if that fails, drop the download so it is never trusted unrecorded."""
-    tmp = sidecar.with_name(f".{sidecar.name}.{secrets.token_hex(6)}.part")
     try:
         digest = sha256_file(dest)
-        with open(tmp, "x", encoding="ascii") as f:
-            f.write(f"{digest}  {dest.name}\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, sidecar)
+        write_bytes_atomically(sidecar, f"{digest}  {dest.name}\n".encode("ascii"), 0o644)
     except BaseException as exc:
-        _remove_quietly(tmp)
         _remove_quietly(dest)
         if isinstance(exc, OSError):
             raise ModelError(
@@ -320,7 +272,6 @@ def _write_sidecar(dest: Path, sidecar: Path) -> None:
                 f"make {dest.parent} writable, or pass --weights FILE"
             ) from exc
         raise
-    fsync_folder(dest.parent)
 
 
 def _normalise_digest(sha256: str | None) -> str | None:

@@ -15,6 +15,7 @@ Measured in bench/scale.py; the README has the table.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -43,10 +44,11 @@ class VectorIndex:
 
     # -- making ----------------------------------------------------------------------------------
     @classmethod
-    def build(cls, dim: int, ids: np.ndarray, vectors: np.ndarray) -> "VectorIndex":
+    def build(cls, dim: int, ids: np.ndarray, vectors: np.ndarray) -> VectorIndex:
         ids = np.ascontiguousarray(ids, np.int64)
         vectors = np.ascontiguousarray(vectors, np.float32).reshape(len(ids), dim)
         kind = kind_for(len(ids), dim)
+        inner: Any
         if kind == "exact":
             inner = faiss.IndexFlatIP(dim)
         else:
@@ -62,7 +64,7 @@ class VectorIndex:
         return cls(index, dim, kind)
 
     @classmethod
-    def read(cls, path: Path) -> "VectorIndex | None":
+    def read(cls, path: Path) -> VectorIndex | None:
         """The index saved at `path`, or None when it is missing or unreadable (the caller rebuilds)."""
         try:
             index = faiss.read_index(str(path))
@@ -92,7 +94,9 @@ class VectorIndex:
     def contents(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) in insertion order, the vectors exact."""
         ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
-        vectors = self._index.index.reconstruct_n(0, self.ntotal) if self.ntotal else np.zeros((0, self.dim), np.float32)
+        vectors = (
+            self._index.index.reconstruct_n(0, self.ntotal) if self.ntotal else np.zeros((0, self.dim), np.float32)
+        )
         return ids, vectors
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
@@ -107,7 +111,7 @@ class VectorIndex:
     def remove(self, ids: np.ndarray) -> None:
         ids = np.asarray(ids, np.int64)
         if self.kind == "exact":
-            self._index.remove_ids(ids)
+            self._index.remove_ids(ids)  # type: ignore[arg-type]  # faiss accepts an id array
             return
         # The fast-scan codes cannot be removed in place: rebuild from the vectors that stay.
         old_ids, old_vectors = self.contents()

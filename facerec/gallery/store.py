@@ -9,10 +9,10 @@ the database therefore can never disagree when a gallery is opened.
 Writers hold an exclusive lock on `lock` for the whole command; readers need no lock, because they read
 one SQLite snapshot and index files are immutable once renamed into place.
 
-Search goes through `facerec.index.VectorIndex`, which picks exact or compressed search by gallery size.
-A second index holds one point per person (the mean of their faces, what identification compares with),
-cached the same way as `people-<generation>.faiss`, so that opening a gallery of 10^6 faces does not
-recompute 10^5 means.
+Search goes through `PeopleSearch` (search.py) over `VectorIndex` (index.py), which picks exact or
+compressed search by gallery size. A second index holds one point per person (the mean of their faces,
+what identification compares with), cached the same way as `people-<generation>.faiss`, so that opening a
+gallery of 10^6 faces does not recompute 10^5 means. What the rows mean is meta.py's business.
 """
 
 from __future__ import annotations
@@ -21,25 +21,20 @@ import fcntl
 import os
 import sqlite3
 import time
-import unicodedata
-from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from .errors import (
-    GalleryBusyError,
-    GalleryError,
-    GalleryMismatchError,
-    GalleryNotFoundError,
-    InvalidNameError,
-)
-from .fileio import fsync_folder
+from ..errors import GalleryBusyError, GalleryError, GalleryNotFoundError
+from ..fileio import atomic_path, stale_temporaries
 from .index import VectorIndex, kind_for
+from .meta import GalleryMeta
+from .names import validate_name
+from .search import Candidate, PeopleSearch
 
-FORMAT_VERSION = 1
 DB_NAME = "gallery.sqlite"
 LOCK_NAME = "lock"
 _SCHEMA = """
@@ -58,25 +53,6 @@ CREATE INDEX IF NOT EXISTS faces_person ON faces(person);
 """
 
 
-def validate_name(name: str) -> str:
-    """A person name as stored: NFC-normalised and trimmed. Any letters are fine (names are data, never paths)."""
-    clean = unicodedata.normalize("NFC", name).strip() if isinstance(name, str) else ""
-    problem = None
-    if not clean:
-        problem = "it is empty"
-    elif any(0xD800 <= ord(c) <= 0xDFFF for c in clean):
-        problem = "it is not valid UTF-8 (rename the folder or file)"
-    elif "/" in clean or "\\" in clean or clean in (".", ".."):
-        problem = "it contains a path separator"
-    elif any(unicodedata.category(c) in ("Cc", "Cf") for c in clean):
-        problem = "it contains control characters"
-    elif len(clean) > 200:
-        problem = "it is longer than 200 characters"
-    if problem:
-        raise InvalidNameError(f"invalid person name {name!r}: {problem}")
-    return clean
-
-
 @dataclass(frozen=True)
 class FaceRecord:
     """What is stored about one enrolled face besides its vector."""
@@ -86,12 +62,6 @@ class FaceRecord:
     sha256: str
     box: tuple[float, float, float, float]
     score: float
-
-
-@dataclass(frozen=True)
-class Candidate:
-    name: str
-    similarity: float
 
 
 def no_gallery(path: Path) -> GalleryNotFoundError:
@@ -118,14 +88,10 @@ class Gallery:
         try:
             db.execute("BEGIN")  # one snapshot for the metadata, the rows and the index generation
             try:
-                self.meta = dict(db.execute("SELECT key, value FROM meta"))
-                version = int(self.meta.get("format_version", "0"))
-                if version != FORMAT_VERSION:
-                    raise GalleryMismatchError(
-                        f"gallery {path} has format version {version}; this facerec reads version {FORMAT_VERSION}: "
-                        "use the facerec release that wrote it, or enroll again into a new gallery"
-                    )
-                self._load()
+                rows = dict(db.execute("SELECT key, value FROM meta"))
+                self.meta = GalleryMeta.from_rows(rows, path)
+                self.generation = int(rows["generation"])
+                self._faces = self._load()
             finally:
                 db.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
@@ -137,7 +103,7 @@ class Gallery:
 
     # -- opening ---------------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | Path) -> "Gallery":
+    def open(cls, path: str | Path) -> Gallery:
         """Read-only use (identify, people, info). No lock: a consistent SQLite snapshot is read once."""
         path = Path(path)
         if not (path / DB_NAME).is_file():
@@ -146,14 +112,15 @@ class Gallery:
         return cls(path, db, None)
 
     @classmethod
-    def read_meta(cls, path: str | Path) -> dict[str, str] | None:
+    def read_meta(cls, path: str | Path) -> GalleryMeta | None:
         """The gallery's metadata (model, weights, ...) without loading its faces; None when there is none."""
-        db_path = Path(path) / DB_NAME
+        path = Path(path)
+        db_path = path / DB_NAME
         if not db_path.is_file():
             return None
         db = cls._connect(db_path, read_only=True)
         try:
-            return dict(db.execute("SELECT key, value FROM meta"))
+            return GalleryMeta.from_rows(dict(db.execute("SELECT key, value FROM meta")), path)
         except sqlite3.DatabaseError as exc:
             raise _unreadable(db_path, exc) from None
         finally:
@@ -161,23 +128,23 @@ class Gallery:
 
     @classmethod
     def open_for_write(
-        cls,
-        path: str | Path,
-        *,
-        create: dict[str, str] | None = None,
-        lock_timeout: float = 30.0,
-    ) -> "Gallery":
+        cls, path: str | Path, *, create: GalleryMeta | None = None, lock_timeout: float = 30.0
+    ) -> Gallery:
         """Exclusive use. `create` is the metadata (model, dim, weights) for a gallery that does not exist yet."""
         path = Path(path)
         if not (path / DB_NAME).is_file():
             if create is None:
                 raise no_gallery(path)
             if path.is_dir() and any(p.name != LOCK_NAME for p in path.iterdir()):
-                raise GalleryError(f"{path} is not empty and holds no {DB_NAME}; choose a new or empty folder for the gallery")
+                raise GalleryError(
+                    f"{path} is not empty and holds no {DB_NAME}; choose a new or empty folder for the gallery"
+                )
             try:
                 path.mkdir(parents=True, exist_ok=True, mode=0o700)
             except OSError as exc:
-                raise GalleryError(f"cannot create gallery folder {path} ({exc.strerror}); choose a writable location") from None
+                raise GalleryError(
+                    f"cannot create gallery folder {path} ({exc.strerror}); choose a writable location"
+                ) from None
         lock_fd = cls._lock(path, lock_timeout)
         try:
             # Asked again under the lock: a writer that held it may have created the gallery meanwhile.
@@ -186,6 +153,7 @@ class Gallery:
                 raise no_gallery(path)
             db = cls._connect(path / DB_NAME, read_only=False)
             if not exists:
+                assert create is not None
                 cls._initialise(db, create)
                 os.chmod(path / DB_NAME, 0o600)
             return cls(path, db, lock_fd)
@@ -207,7 +175,7 @@ class Gallery:
             raise _unreadable(db_path, exc) from None
 
     @staticmethod
-    def _initialise(db: sqlite3.Connection, create: dict[str, str]) -> None:
+    def _initialise(db: sqlite3.Connection, meta: GalleryMeta) -> None:
         try:
             with db:
                 # Rows of 2 KB (512 float32) fill 4 KB pages half; 16 KB pages waste about 6%.
@@ -215,11 +183,14 @@ class Gallery:
                 db.execute("BEGIN")
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     db.execute(statement)
-                rows = {"format_version": str(FORMAT_VERSION), "generation": "0",
-                        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **create}
-                db.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", rows.items())
+                rows = {"generation": "0", **meta.to_rows()}
+                db.executemany(
+                    "INSERT INTO meta(key, value) VALUES (?, ?)", [(k, v) for k, v in rows.items() if v is not None]
+                )
         except sqlite3.OperationalError as exc:
-            raise GalleryError(f"cannot write the gallery database ({exc}); check that the folder is writable") from None
+            raise GalleryError(
+                f"cannot write the gallery database ({exc}); check that the folder is writable"
+            ) from None
 
     @staticmethod
     def _lock(path: Path, timeout: float) -> int:
@@ -236,17 +207,15 @@ class Gallery:
                 if time.monotonic() >= deadline:
                     os.close(fd)
                     raise GalleryBusyError(
-                        f"gallery {path} is busy: another facerec process is writing to it; try again when it has finished"
+                        f"gallery {path} is busy: another facerec process is writing to it; try again "
+                        f"when it has finished"
                     ) from None
                 time.sleep(0.2)
 
     # -- state -----------------------------------------------------------------------------------
-    def _load(self) -> None:
+    def _load(self) -> PeopleSearch:
         rows = self._db.execute("SELECT id, person FROM faces ORDER BY id").fetchall()
-        self._person_of = {face_id: person for face_id, person in rows}
-        self._faces_of = Counter(self._person_of.values())  # faces per person, kept with _person_of
-        self.generation = int(self.meta["generation"])
-        index = self._read_cache(self._cache_path("index", self.generation))
+        index = self._read_cache("index")
         if index is not None and index.ntotal != len(rows):
             index = None
         if index is None:  # crashed writer, or first open after a version change: rebuild from the truth
@@ -255,11 +224,7 @@ class Gallery:
         elif index.kind != kind_for(index.ntotal, self.dim):  # written by a release that chose differently
             index = VectorIndex.build(self.dim, *index.contents())
             self._dirty = self._lock_fd is not None
-        self._index = index
-        people = self._read_cache(self._cache_path("people", self.generation))
-        # Built on the first centroid search (or saved) when no cache matches this generation.
-        fits = people is not None and people.ntotal == len(self._faces_of) and people.kind == kind_for(people.ntotal, self.dim)
-        self._centroids = people if fits else None
+        return PeopleSearch(self.dim, index, dict(rows), self._read_cache("people"))
 
     def vectors(self, table: str = "faces") -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) of every stored face, by id; table "base_vectors" gives those kept by `adapt`."""
@@ -282,30 +247,31 @@ class Gallery:
     def _cache_path(self, kind: str, generation: int) -> Path:
         return self.path / f"{kind}-{generation}.faiss"
 
-    def _read_cache(self, path: Path) -> VectorIndex | None:
-        """A saved index when it is readable and fits this gallery; None means: rebuild it."""
+    def _read_cache(self, kind: str) -> VectorIndex | None:
+        """The saved index of this generation when it is readable and fits this gallery; None: rebuild it."""
+        path = self._cache_path(kind, self.generation)
         index = VectorIndex.read(path) if path.is_file() else None
         return index if index is not None and index.dim == self.dim else None
 
     @property
     def model(self) -> str:
-        return self.meta["model"]
+        return self.meta.model
 
     @property
     def dim(self) -> int:
-        return int(self.meta["dim"])
+        return self.meta.dim
 
     @property
     def index_kind(self) -> str:
-        return self._index.describe()
+        return self._faces.index.describe()
 
     @property
     def count(self) -> int:
-        return len(self._person_of)
+        return self._faces.count
 
     @property
     def people_count(self) -> int:
-        return len(self._faces_of)
+        return len(self._faces.faces_of)
 
     def people(self) -> dict[str, int]:
         return dict(self._db.execute("SELECT person, count(*) FROM faces GROUP BY person ORDER BY person").fetchall())
@@ -319,7 +285,7 @@ class Gallery:
         if self._lock_fd is None:
             raise GalleryError(f"gallery {self.path} was opened read-only")
 
-    def _write(self, statements) -> None:
+    def _write(self, statements: Callable[[sqlite3.Connection], object]) -> None:
         """Run statements in one transaction that also bumps the generation."""
         self._require_writer()
         try:
@@ -329,7 +295,9 @@ class Gallery:
                 self._db.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (str(self.generation + 1),))
         except sqlite3.OperationalError as exc:
             hint = "the disk is full" if "full" in str(exc) else "check that the gallery folder is writable"
-            raise GalleryError(f"cannot write to gallery {self.path} ({exc}): {hint}; nothing of this batch was kept") from None
+            raise GalleryError(
+                f"cannot write to gallery {self.path} ({exc}): {hint}; nothing of this batch was kept"
+            ) from None
         self.generation += 1
         self._dirty = True
 
@@ -351,27 +319,20 @@ class Gallery:
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (name, record.source, record.sha256, *record.box, record.score, now, vector.tobytes()),
                 )
-                ids.append(cursor.lastrowid)
+                ids.append(int(cursor.lastrowid or 0))
 
         self._write(insert)
-        self._index.add(np.array(ids, np.int64), vectors)
-        self._person_of.update(zip(ids, names))
-        self._faces_of.update(names)
-        self._centroids = None
+        self._faces.add(ids, vectors, names)
         return ids
 
     def remove_person(self, name: str) -> int:
         """Forget a person: their rows and vectors. Returns how many faces went."""
         name = validate_name(name)
-        ids = [i for i, person in self._person_of.items() if person == name]
+        ids = [i for i, person in self._faces.person_of.items() if person == name]
         if not ids:
             return 0
         self._write(lambda db: db.execute("DELETE FROM faces WHERE person = ?", (name,)))
-        self._index.remove(np.array(ids, np.int64))
-        for face_id in ids:
-            del self._person_of[face_id]
-        del self._faces_of[name]
-        self._centroids = None
+        self._faces.remove(ids)
         return len(ids)
 
     def save(self) -> None:
@@ -381,53 +342,47 @@ class Gallery:
             return
         self._require_writer()
         targets = []
-        for kind, index in (("index", self._index), ("people", self._person_centroids())):
+        for kind, index in (("index", self._faces.index), ("people", self._faces.centroids())):
             target = self._cache_path(kind, self.generation)
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
             try:
-                index.write(tmp)
-                fd = os.open(tmp, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.chmod(tmp, 0o600)
-                os.replace(tmp, target)
-                fsync_folder(self.path)
+                with atomic_path(target) as tmp:
+                    index.write(tmp)
             except (OSError, RuntimeError) as exc:
-                tmp.unlink(missing_ok=True)
                 # The database already holds every face; the next open rebuilds the indexes from it.
-                raise GalleryError(f"could not save the search index of {self.path} ({exc}); the faces are safe and the index will be rebuilt") from None
+                raise GalleryError(
+                    f"could not save the search index of {self.path} ({exc}); the faces are safe and the "
+                    f"index will be rebuilt"
+                ) from None
             targets.append(target)
-        for old in [*self.path.glob("index-*.faiss"), *self.path.glob("people-*.faiss")]:
+        for old in [*self.path.glob("index-*.faiss"), *self.path.glob("people-*.faiss"), *stale_temporaries(self.path)]:
             if old not in targets:
                 old.unlink(missing_ok=True)
-        for stale in self.path.glob(".*.faiss.*.tmp"):
-            stale.unlink(missing_ok=True)
         self._dirty = False
 
     def replace_vectors(
         self,
         ids: np.ndarray,
         vectors: np.ndarray,
-        meta: dict[str, str | None],
+        meta: GalleryMeta,
         *,
         keep_base: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         """Re-embed the whole gallery in one transaction: every face's vector and the metadata that says
-        which weights made them (a None value deletes a key).
+        which weights made them.
 
         keep_base: (ids, vectors) to remember as the base model's, for an exact rollback (kept where a face
         already has one); None forgets every remembered base vector.
         """
         ids = np.asarray(ids, np.int64)
         vectors = np.ascontiguousarray(vectors, np.float32)
-        if sorted(ids.tolist()) != sorted(self._person_of) or vectors.shape != (len(ids), self.dim):
+        if sorted(ids.tolist()) != sorted(self._faces.person_of) or vectors.shape != (len(ids), self.dim):
             raise ValueError("replace_vectors needs one vector of the gallery's size for every stored face")
 
         def rewrite(db: sqlite3.Connection) -> None:
-            db.executemany("UPDATE faces SET vector = ? WHERE id = ?", [(v.tobytes(), int(i)) for i, v in zip(ids, vectors)])
-            for key, value in meta.items():
+            db.executemany(
+                "UPDATE faces SET vector = ? WHERE id = ?", [(v.tobytes(), int(i)) for i, v in zip(ids, vectors)]
+            )
+            for key, value in meta.to_rows().items():
                 if value is None:
                     db.execute("DELETE FROM meta WHERE key = ?", (key,))
                 else:
@@ -443,68 +398,17 @@ class Gallery:
                 )
 
         self._write(rewrite)
-        for key, value in meta.items():
-            if value is None:
-                self.meta.pop(key, None)
-            else:
-                self.meta[key] = value
-        self._index = VectorIndex.build(self.dim, ids, vectors)
-        self._centroids = None
+        self.meta = meta
+        self._faces.replace(ids, vectors)
 
     # -- searching -------------------------------------------------------------------------------
-    def _person_centroids(self) -> VectorIndex:
-        """Each person's mean enrolled vector, renormalised (one robust point per person), keyed by the
-        person's first face id."""
-        if self._centroids is None:
-            ids, vectors = self._index.contents()
-            if not len(ids):
-                self._centroids = VectorIndex.build(self.dim, ids, vectors)
-                return self._centroids
-            row = {name: i for i, name in enumerate(sorted(self._faces_of))}
-            owner = np.fromiter((row[self._person_of[i]] for i in ids.tolist()), np.int64, len(ids))
-            order = np.argsort(owner, kind="stable")
-            starts = np.searchsorted(owner[order], np.arange(len(row)))
-            sums = np.add.reduceat(vectors[order], starts, axis=0)
-            sums /= np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
-            self._centroids = VectorIndex.build(self.dim, np.minimum.reduceat(ids[order], starts), sums)
-        return self._centroids
-
     def search(self, vectors: np.ndarray, top_k: int = 3, rule: str = "centroid") -> list[list[Candidate]]:
-        """For each query vector, the best `top_k` people and their cosine similarity.
-
-        rule "centroid" compares with each person's mean vector (what LFW measurements favour: one odd
-        enrolled photo cannot attract strangers); "nearest" with each person's closest enrolled face.
-        """
-        if self.count == 0 or len(vectors) == 0:
-            return [[] for _ in range(len(vectors))]
-        vectors = np.ascontiguousarray(vectors, np.float32)
-        if rule == "centroid":
-            sims, ids = self._person_centroids().search(vectors, top_k)
-            return [
-                [Candidate(self._person_of[int(i)], float(min(sim, 1.0))) for sim, i in zip(row_sims, row_ids) if i >= 0]
-                for row_sims, row_ids in zip(sims, ids)
-            ]
-        if rule != "nearest":
-            raise ValueError(f"unknown search rule {rule!r}")
-        # Enough neighbours that top_k distinct people are almost always among them.
-        k = min(self.count, max(top_k * 16, 64))
-        sims, ids = self._index.search(vectors, k)
-        results = []
-        for row_sims, row_ids in zip(sims, ids):
-            best: dict[str, float] = {}
-            for sim, face_id in zip(row_sims, row_ids):
-                if face_id < 0:
-                    continue
-                person = self._person_of[int(face_id)]
-                if person not in best:
-                    best[person] = float(sim)
-            ranked = sorted(best.items(), key=lambda item: -item[1])[:top_k]
-            results.append([Candidate(name, min(sim, 1.0)) for name, sim in ranked])
-        return results
+        """For each query vector, the best `top_k` people and their cosine similarity (see PeopleSearch)."""
+        return self._faces.search(vectors, top_k, rule)
 
     def close(self) -> None:
         try:
-            if self._lock_fd is not None and getattr(self, "_dirty", False):
+            if self._lock_fd is not None and self._dirty and hasattr(self, "_faces"):
                 self.save()
         finally:
             self._db.close()
@@ -512,8 +416,8 @@ class Gallery:
                 os.close(self._lock_fd)
                 self._lock_fd = None
 
-    def __enter__(self) -> "Gallery":
+    def __enter__(self) -> Gallery:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()

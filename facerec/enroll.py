@@ -1,0 +1,176 @@
+"""Enrolling people: a photo folder (one sub-folder per person, or files named after people) or frames of a
+camera, into the gallery, batch by batch, so an interrupted run keeps what it finished."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from .errors import ImageError, InputError, Interrupted, InvalidNameError
+from .fileio import sha256_bytes
+from .gallery import FaceRecord, validate_name
+from .images import is_image_path, iter_image_files
+from .prefetch import prefetch
+from .session import GallerySession
+
+
+@dataclass
+class Skipped:
+    path: str
+    reason: str
+
+
+@dataclass
+class EnrollReport:
+    """What one enroll run did. `failed` are files that could not be read; `skipped` the rest left out."""
+
+    gallery: str
+    model: str
+    added: dict[str, int] = field(default_factory=dict)
+    skipped: list[Skipped] = field(default_factory=list)
+    failed: list[Skipped] = field(default_factory=list)
+    people_total: int = 0
+    faces_total: int = 0
+    interrupted: bool = False
+
+    @property
+    def faces_added(self) -> int:
+        return sum(self.added.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "faces_added": self.faces_added}
+
+
+@dataclass
+class _Prepared:
+    """One enrollment photo after the background stage: a chip to embed, or why it is left out."""
+
+    path: Path
+    digest: str = ""
+    record: FaceRecord | None = None
+    chip: np.ndarray | None = None
+    skipped: Skipped | None = None  # read, but no usable face
+    failed: Skipped | None = None  # could not be read
+
+
+def plan_enrollment(photo_dir: Path) -> tuple[list[tuple[str, Path]], list[Skipped]]:
+    """(person, photo) pairs: every sub-folder is a person; a loose image is a person named by its stem."""
+    if not photo_dir.exists():
+        raise InputError(f"{photo_dir}: no such folder; give the folder that holds one sub-folder per person")
+    if not photo_dir.is_dir():
+        raise InputError(f"{photo_dir}: is a file, not a folder; give the folder that holds one sub-folder per person")
+    plan: list[tuple[str, Path]] = []
+    skipped: list[Skipped] = []
+    for entry in sorted(photo_dir.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            name, photos = entry.name, iter_image_files(entry)
+        elif is_image_path(entry):
+            name, photos = entry.stem, [entry]
+        else:
+            continue
+        try:
+            person = validate_name(name)
+        except InvalidNameError as exc:
+            skipped.extend(Skipped(str(p), str(exc)) for p in photos)
+            continue
+        plan.extend((person, p) for p in photos)
+    if not plan and not skipped:
+        raise InputError(
+            f"{photo_dir}: no images found; put one sub-folder per person (or image files named after people) in it"
+        )
+    return plan, skipped
+
+
+def enroll_folder(session: GallerySession, photo_dir: str | Path) -> EnrollReport:
+    """Add every photo of a folder; photos already in the gallery (same content) are skipped cheaply.
+
+    Each batch is committed as it completes, so an interrupted run keeps what it finished and a re-run
+    continues where it stopped.
+    """
+    plan, invalid = plan_enrollment(Path(photo_dir))
+    settings = session.settings
+    report = EnrollReport(gallery=str(session.path), model=session.model, skipped=list(invalid))
+    added: Counter[str] = Counter()
+    pending: list[tuple[FaceRecord, np.ndarray]] = []
+    pipeline = session.pipeline  # loaded here, not in the background threads
+
+    with session.open_writer() as gallery:
+        # Who each photo (by content hash) is enrolled as: stored ones, and this run's as they are taken.
+        # Background threads only read it, to skip decoding photos seen before (a re-run is quick); the
+        # decision is this thread's, so that two copies of one photo in flight are enrolled once.
+        owners = gallery.owners_by_hash()
+
+        def flush() -> None:
+            if pending:
+                gallery.add([record for record, _ in pending], pipeline.embed([chip for _, chip in pending]))
+                added.update(record.person for record, _ in pending)
+                pending.clear()
+
+        def prepare(step: tuple[str, Path]) -> _Prepared:
+            """Everything but the embedding, in the background."""
+            person, path = step
+            try:
+                photo = pipeline.load_photo(path, skip=owners)
+            except ImageError as exc:
+                return _Prepared(path, failed=Skipped(str(path), str(exc)))
+            if photo.image is None:
+                return _Prepared(path, photo.sha256)
+            face, why = pipeline.main_face(photo.image)
+            if face is None:
+                return _Prepared(path, photo.sha256, skipped=Skipped(str(path), why))
+            record = FaceRecord(person, str(path.resolve()), photo.sha256, face.box, face.score)
+            return _Prepared(path, photo.sha256, record, pipeline.chip(photo.image, face))
+
+        bar = tqdm(total=len(plan), desc="enroll", unit="photo", disable=not session.progress, leave=False)
+        try:
+            for photo in prefetch(plan, prepare, workers=settings.workers, depth=2 * settings.batch_size):
+                bar.update()
+                if photo.failed is not None:
+                    report.failed.append(photo.failed)
+                elif photo.skipped is not None:
+                    report.skipped.append(photo.skipped)
+                elif photo.digest in owners:
+                    report.skipped.append(Skipped(str(photo.path), f"already enrolled as {owners[photo.digest]}"))
+                else:
+                    assert photo.record is not None and photo.chip is not None
+                    owners[photo.digest] = photo.record.person
+                    pending.append((photo.record, photo.chip))
+                    if len(pending) >= settings.batch_size:
+                        flush()
+                    bar.set_postfix(faces=sum(added.values()) + len(pending), refresh=False)
+            flush()
+        except KeyboardInterrupt:
+            report.interrupted = True
+        finally:
+            bar.close()
+        report.added = dict(sorted(added.items()))
+        report.people_total = len(gallery.people())
+        report.faces_total = gallery.count
+    if report.interrupted:
+        raise Interrupted(
+            f"interrupted: {report.faces_added} faces enrolled before the interruption are kept; "
+            "run the same command again to continue",
+            report,
+        )
+    return report
+
+
+def enroll_chosen_frames(session: GallerySession, name: str, source: str, chosen: Sequence[tuple[Any, Any]]) -> int:
+    """Enroll frames chosen from a camera (`stream.collect_enrollment_frames`) as `name`; returns how many."""
+    pipeline = session.pipeline
+    records, chips = [], []
+    for frame, face in chosen:
+        digest = sha256_bytes(frame.image.tobytes())
+        records.append(FaceRecord(name, f"{source}#frame{frame.index}", digest, face.box, face.score))
+        chips.append(pipeline.chip(frame.image, face))
+    with session.open_writer() as gallery:
+        gallery.add(records, pipeline.embed(chips))
+    return len(records)

@@ -1,0 +1,150 @@
+"""Identifying faces against the gallery: every face of a photo named by the decision policy, photos
+read and detected in the background while the faces of a few photos are embedded together."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .decision import Policy
+from .detect import Face
+from .errors import ImageError
+from .gallery import Candidate
+from .images import iter_image_files
+from .prefetch import prefetch
+from .session import GallerySession
+
+
+@dataclass
+class FaceMatch:
+    box: list[float]
+    score: float
+    name: str
+    similarity: float | None
+    candidates: list[Candidate]
+
+
+@dataclass
+class ImageResult:
+    image: str
+    faces: list[FaceMatch] = field(default_factory=list)
+    threshold: float | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"image": self.image, "error": self.error}
+        return asdict(self)
+
+
+@dataclass
+class _Detected:
+    """One photo after the background stage: its faces and chips, the pixels when they are to be drawn on,
+    or why it could not be read."""
+
+    path: Path
+    faces: list[Face] = field(default_factory=list)
+    chips: list[np.ndarray] = field(default_factory=list)
+    pixels: np.ndarray | None = None
+    error: str | None = None
+
+
+def expand_paths(paths: Iterable[str | Path]) -> Iterator[tuple[Path, str | None]]:
+    """Files as given, folders as the images inside them; a path that cannot be used comes with its error."""
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files = iter_image_files(path)
+            if not files:
+                yield path, f"{path}: no images in this folder"
+            yield from ((f, None) for f in files)
+        elif path.exists() or path.is_symlink():
+            yield path, None
+        else:
+            yield path, f"{path}: no such file"
+
+
+def name_faces(
+    session: GallerySession, photos: list[tuple[str, list[Face], list[np.ndarray]]], policy: Policy, top_k: int
+) -> list[ImageResult]:
+    """Name the faces of several photos (name, faces, chips) with one batch through the embedder."""
+    vectors = session.pipeline.embed([chip for _, _, chips in photos for chip in chips])
+    candidates = iter(session.reader.search(vectors, top_k=max(1, top_k), rule=policy.rule))
+    results = []
+    for name, faces, _ in photos:
+        matches = [
+            FaceMatch(
+                box=[round(v, 1) for v in face.box],
+                score=round(face.score, 4),
+                name=policy.decide(cands),
+                similarity=round(cands[0].similarity, 4) if cands else None,
+                candidates=[Candidate(c.name, round(c.similarity, 4)) for c in cands],
+            )
+            for face, cands in zip(faces, candidates)
+        ]
+        results.append(ImageResult(image=name, faces=matches, threshold=policy.threshold))
+    return results
+
+
+def identify_image(
+    session: GallerySession, image: str | Path | np.ndarray, *, threshold: float | None = None, top_k: int = 3
+) -> ImageResult:
+    """Every face in one image (a path or RGB pixels), named by its best match or 'unknown'."""
+    name = "<array>" if isinstance(image, np.ndarray) else str(image)
+    pipeline = session.pipeline
+    pixels = image if isinstance(image, np.ndarray) else pipeline.read(image)
+    faces = pipeline.detect(pixels)
+    return name_faces(session, [(name, faces, pipeline.chips(pixels, faces))], session.policy(threshold), top_k)[0]
+
+
+def identify_paths(
+    session: GallerySession,
+    paths: Iterable[str | Path],
+    *,
+    threshold: float | None = None,
+    top_k: int = 3,
+    annotate_dir: str | Path | None = None,
+) -> Iterator[ImageResult]:
+    """identify over files and folders; a bad input yields a result with `error` and the batch goes on.
+
+    Results come in order, a few photos at a time.
+    """
+    from .annotate import draw_matches, write_image
+
+    policy = session.policy(threshold)  # fail fast (no gallery, wrong model) before the first image
+    pipeline = session.pipeline
+
+    def prepare(entry: tuple[Path, str | None]) -> _Detected:
+        path, error = entry
+        if error is not None:
+            return _Detected(path, error=error)
+        try:
+            pixels = pipeline.read(path)
+        except ImageError as exc:
+            return _Detected(path, error=str(exc))
+        faces = pipeline.detect(pixels)
+        return _Detected(path, faces, pipeline.chips(pixels, faces), pixels if annotate_dir is not None else None)
+
+    def finish(batch: list[_Detected]) -> Iterator[ImageResult]:
+        readable = [(str(d.path), d.faces, d.chips) for d in batch if d.error is None]
+        named = iter(name_faces(session, readable, policy, top_k))
+        for done in batch:
+            if done.error is not None:
+                yield ImageResult(image=str(done.path), error=done.error)
+                continue
+            result = next(named)
+            if done.pixels is not None and annotate_dir is not None:
+                write_image(draw_matches(done.pixels, result.faces), Path(annotate_dir), done.path.stem)
+            yield result
+        batch.clear()
+
+    batch: list[_Detected] = []
+    for detected in prefetch(expand_paths(paths), prepare, workers=session.settings.workers, depth=16):
+        batch.append(detected)
+        if len(batch) >= 8 or sum(len(d.chips) for d in batch) >= session.settings.batch_size:
+            yield from finish(batch)
+    yield from finish(batch)
