@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -46,15 +47,23 @@ def handle_errors(command: Command) -> Command:
         try:
             return command(*args, **kwargs)
         except Interrupted as exc:
+            _ignore_further_interrupts()
             if exc.report is not None:
                 _emit(bool(kwargs.get("as_json")), exc.report.to_dict(), _text_of(exc.report))
             _fail(str(exc), exc.exit_code)
         except FacerecError as exc:
             _fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
+            _ignore_further_interrupts()
             _fail("interrupted", 130)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _ignore_further_interrupts() -> None:
+    """A second Ctrl-C (people press it twice) while the first is being reported and the process exits
+    must not end it by the signal itself: the exit code stays 130 and the report whole."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _json(payload: dict[str, Any]) -> str:

@@ -32,8 +32,9 @@ def facerec(*args: object, env: dict[str, str] | None = None) -> subprocess.Pope
     )
 
 
-def interrupt(proc: subprocess.Popen, *, after_lines: int = 0, after_s: float = 0.0) -> tuple[str, str]:
-    """SIGINT once `after_lines` lines are on stdout and `after_s` seconds have passed; (stdout, stderr)."""
+def interrupt(proc: subprocess.Popen, *, after_lines: int = 0, after_s: float = 0.0, times: int = 1) -> tuple[str, str]:
+    """SIGINT (`times` times, as an impatient person does) once `after_lines` lines are on stdout and
+    `after_s` seconds have passed; (stdout, stderr)."""
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
     reader.start()
@@ -42,7 +43,9 @@ def interrupt(proc: subprocess.Popen, *, after_lines: int = 0, after_s: float = 
         assert time.monotonic() - start < 300, "the command never got going"
         time.sleep(0.05)
     assert proc.poll() is None, f"finished before it could be interrupted: {proc.stderr.read()}"
-    proc.send_signal(signal.SIGINT)
+    for _ in range(times):
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)
     err = proc.stderr.read()
     proc.wait(timeout=120)
     reader.join(timeout=10)
@@ -79,11 +82,11 @@ def gallery_rows(gallery: Path) -> tuple[list, list]:
         db.close()
 
 
-@pytest.mark.parametrize("as_json", [False, True])
-def test_ctrl_c_during_identify(dlib_gallery, shared, as_json):
+@pytest.mark.parametrize(("as_json", "times"), [(False, 1), (True, 1), (True, 2)])
+def test_ctrl_c_during_identify(dlib_gallery, shared, as_json, times):
     lfw = sorted((shared / "faces" / "lfw").glob("A*"))[:60]
     proc = facerec("identify", *lfw, "--gallery", dlib_gallery, *(["--json"] if as_json else []))
-    out, err = interrupt(proc, after_lines=1)
+    out, err = interrupt(proc, after_lines=1, times=times)
     check_interrupted(proc, out, err, as_json)
     assert out.strip(), "results printed before the interruption are kept"
 
