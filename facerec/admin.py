@@ -32,6 +32,12 @@ def forget(gallery_path: Path, name: str, settings: Settings) -> int:
     return removed
 
 
+def rename(gallery_path: Path, old: str, new: str, settings: Settings, *, merge: bool = False) -> int:
+    """Rename a person, or merge them into another (`merge`); returns how many faces now carry the new name."""
+    with Gallery.open_for_write(gallery_path, lock_timeout=settings.lock_timeout_s) as gallery:
+        return gallery.rename_person(old, new, merge=merge)
+
+
 def _package_version(name: str) -> str:
     try:
         return version(name)

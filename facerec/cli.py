@@ -294,6 +294,135 @@ def forget(name: str, gallery: Path, as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("photo_dir", type=click.Path(path_type=Path))
+@gallery_option
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where the groups, the contact sheet and the cache go [default: PHOTO_DIR/.facerec-cluster].",
+)
+@click.option(
+    "--min-faces",
+    type=click.IntRange(min=2),
+    default=3,
+    show_default=True,
+    help="Smallest group; faces in smaller ones are left unclustered.",
+)
+@click.option(
+    "--cut",
+    type=click.FloatRange(-1, 1),
+    default=None,
+    help="Cosine similarity two groups need on average to merge [default: the model's measured cut].",
+)
+@click.option(
+    "--model",
+    type=click.Choice(sorted(MODELS)),
+    default="dlib-resnet",
+    show_default=True,
+    help="Embedding model when the gallery does not exist yet (an existing gallery uses its own).",
+)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@json_option
+@handle_errors
+def cluster(
+    photo_dir: Path,
+    gallery: Path,
+    out_dir: Path | None,
+    min_faces: int,
+    cut: float | None,
+    model: str,
+    device: str,
+    as_json: bool,
+) -> None:
+    """Group the faces of the photos in PHOTO_DIR by person, naming those the gallery knows.
+
+    Writes a contact sheet (an HTML page) and one folder of face crops per group; name a group with
+    `facerec name GROUP_ID NAME`. Re-running on a grown folder keeps the group ids and embeds only new photos.
+    """
+    from .discover import cluster_photos
+
+    rec = _recognizer(gallery, device=device, model=model)
+    run = cluster_photos(rec.session, photo_dir, out=out_dir, cut=cut, min_faces=min_faces)
+    result = run.result
+    lines = [
+        f"{result.photos} photos: {len(result.clusters)} groups, {len(result.known)} known people, "
+        f"{len(result.unclustered)} faces in no group (cut {run.cut:.3f}, at least {min_faces} faces a group)"
+    ]
+    lines += [f"  {c.id}: {c.size} faces" for c in result.clusters]
+    lines += [f"  {k.name} (in the gallery): {len(k.faces)} faces" for k in result.known]
+    if result.problems:
+        lines.append(f"left out {len(result.problems)} photo{'s' if len(result.problems) != 1 else ''}:")
+        lines += [f"  {p.image}: {p.reason}" for p in result.problems]
+    lines.append(f"contact sheet: {run.sheet}")
+    if result.clusters:
+        lines.append(f"name a group: facerec name {result.clusters[0].id} NAME --out {run.out} --gallery {gallery}")
+    _emit(as_json, run.to_dict(), "\n".join(lines))
+
+
+@main.command()
+@click.argument("group_id")
+@click.argument("name")
+@gallery_option
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="The folder `facerec cluster` wrote (PHOTO_DIR/.facerec-cluster unless --out was given).",
+)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@json_option
+@handle_errors
+def name(group_id: str, name: str, gallery: Path, out_dir: Path, device: str, as_json: bool) -> None:
+    """Enroll the faces of group GROUP_ID (from `facerec cluster`) as NAME, joining a person of that name."""
+    from .discover import name_group, state_model
+
+    rec = _recognizer(gallery, device=device, model=state_model(out_dir))
+    report = name_group(rec.session, out_dir, group_id, name)
+    text = (
+        f"enrolled {report.added} faces of {group_id} as {name}"
+        + (f" ({report.already} were enrolled already)" if report.already else "")
+        + f"; gallery now holds {report.people_total} people, {report.faces_total} faces"
+    )
+    text += "".join(f"\n  skipped {why}" for why in report.skipped)
+    _emit(as_json, report.to_dict(), text)
+
+
+@main.command()
+@click.argument("old")
+@click.argument("new")
+@gallery_option
+@json_option
+@handle_errors
+def rename(old: str, new: str, gallery: Path, as_json: bool) -> None:
+    """Rename person OLD to NEW (NEW must not exist yet: to join two people, use merge)."""
+    _rename(old, new, gallery, as_json, merge=False)
+
+
+@main.command()
+@click.argument("source")
+@click.argument("target")
+@gallery_option
+@json_option
+@handle_errors
+def merge(source: str, target: str, gallery: Path, as_json: bool) -> None:
+    """Merge person SOURCE into TARGET: every face of SOURCE becomes TARGET's."""
+    _rename(source, target, gallery, as_json, merge=True)
+
+
+def _rename(old: str, new: str, gallery: Path, as_json: bool, *, merge: bool) -> None:
+    from . import admin
+    from .config import Settings
+
+    moved = admin.rename(gallery, old, new, Settings.from_env(), merge=merge)
+    faces = f"{moved} face{'s' if moved != 1 else ''}"
+    text = f"merged {old} into {new} ({faces})" if merge else f"renamed {old} to {new} ({faces})"
+    _emit(as_json, {"from": old, "to": new, "faces": moved, "merged": merge}, text)
+
+
+@main.command()
 @gallery_option
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @json_option

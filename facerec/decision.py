@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .embedders.registry import get_spec
+from .errors import InputError
 
 if TYPE_CHECKING:
     from .gallery.meta import GalleryMeta
@@ -79,6 +80,25 @@ def identify_policy(meta: GalleryMeta, people: int, *, video: bool = False, thre
         value = meta.adaptation.score_map.apply(value)
         source += ", mapped onto the adapted model's scores"
     return Policy(value, thresholds.rule, source)
+
+
+# Clustering (facerec cluster): average linkage stops where two groups' mean cosine similarity falls below
+# this cut. Tuned with dlib-resnet on one half of the LFW people (stable_fraction < 0.5) for pairwise precision
+# >= 0.98 and the best BCubed F with one-photo strangers mixed in; measured on the other half (bench/cluster.py,
+# README): precision 0.992, recall 0.973. A model without a measured cut needs --cut.
+CLUSTER_CUTS: dict[str, float] = {"dlib-resnet": 0.935}
+
+
+def cluster_cut(model: str, cut: float | None = None) -> float:
+    """The similarity cut for grouping faces of `model`: the one given, else its measured one."""
+    if cut is not None:
+        return cut
+    if model not in CLUSTER_CUTS:
+        raise InputError(
+            f"no clustering cut has been measured for model {model}; pass --cut (a cosine similarity; "
+            f"bench/cluster.py measures one), or cluster with a dlib-resnet gallery"
+        )
+    return CLUSTER_CUTS[model]
 
 
 def verify_threshold(model: str, threshold: float | None = None) -> float:

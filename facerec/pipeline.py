@@ -54,6 +54,15 @@ class FoundFace:
         return self.face.score
 
 
+def load_photo(path: Path, *, max_pixels: int, skip: Container[str] = ()) -> Photo:
+    """A photo's hash and pixels; photos whose hash is in `skip` are hashed only (a re-run is cheap)."""
+    data = read_bytes(path)
+    digest = sha256_bytes(data)
+    if digest in skip:
+        return Photo(path, digest, None)
+    return Photo(path, digest, decode_image(data, str(path), max_pixels=max_pixels))
+
+
 class FacePipeline:
     """A detector and an embedder that work together, and the settings they were made with."""
 
@@ -118,12 +127,8 @@ class FacePipeline:
         return read_image(path, max_pixels=self.settings.max_image_pixels)
 
     def load_photo(self, path: Path, *, skip: Container[str] = ()) -> Photo:
-        """A photo's hash and pixels; photos whose hash is in `skip` are hashed only (a re-run is cheap)."""
-        data = read_bytes(path)
-        digest = sha256_bytes(data)
-        if digest in skip:
-            return Photo(path, digest, None)
-        return Photo(path, digest, decode_image(data, str(path), max_pixels=self.settings.max_image_pixels))
+        """A photo's hash and pixels, within the configured size limit (see `load_photo`)."""
+        return load_photo(path, max_pixels=self.settings.max_image_pixels, skip=skip)
 
     # -- faces -----------------------------------------------------------------------------------
     def detect(self, image: np.ndarray) -> list[Face]:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import GalleryBusyError, GalleryError, GalleryNotFoundError
+from ..errors import GalleryBusyError, GalleryError, GalleryNotFoundError, InputError
 from ..fileio import atomic_path, stale_temporaries
 from .index import VectorIndex, kind_for
 from .meta import GalleryMeta
@@ -334,6 +334,27 @@ class Gallery:
         self._write(lambda db: db.execute("DELETE FROM faces WHERE person = ?", (name,)))
         self._faces.remove(ids)
         return len(ids)
+
+    def rename_person(self, old: str, new: str, *, merge: bool = False) -> int:
+        """Give every face of `old` the name `new`, in one transaction; returns how many faces moved.
+
+        Renaming onto a person who exists is a merge, and only done when asked (`merge=True`): two people
+        wrongly named alike must not become one by a typo. A merge into nobody is a rename, refused too.
+        """
+        old, new = validate_name(old), validate_name(new)
+        moved = [i for i, person in self._faces.person_of.items() if person == old]
+        if not moved:
+            raise InputError(f"no person named {old!r} in gallery {self.path}; see `facerec people`")
+        if old == new:
+            raise InputError(f"{old!r} is already called that")
+        exists = new in self._faces.faces_of
+        if exists and not merge:
+            raise InputError(f"gallery {self.path} already has a person named {new!r}; to make them one: facerec merge")
+        if merge and not exists:
+            raise InputError(f"no person named {new!r} in gallery {self.path} to merge into; to rename: facerec rename")
+        self._write(lambda db: db.execute("UPDATE faces SET person = ? WHERE person = ?", (new, old)))
+        self._faces.rename(old, new)
+        return len(moved)
 
     def save(self) -> None:
         """Write the face index and the person index for the current generation atomically, then drop
