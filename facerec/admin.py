@@ -12,7 +12,7 @@ from typing import Any
 
 from . import __version__
 from .config import Settings
-from .decision import identify_policy
+from .decision import calibrate_gallery, identify_policy
 from .embedders.registry import get_spec
 from .errors import InputError
 from .gallery import Gallery
@@ -38,6 +38,10 @@ def rename(gallery_path: Path, old: str, new: str, settings: Settings, *, merge:
         return gallery.rename_person(old, new, merge=merge)
 
 
+def _finite(value: float) -> float | None:
+    return round(value, 4) if value != float("inf") else None
+
+
 def _package_version(name: str) -> str:
     try:
         return version(name)
@@ -51,8 +55,18 @@ def info(gallery_path: Path, settings: Settings, device: str) -> dict[str, Any]:
         counts = gallery.people()
         meta = gallery.meta
         index_kind = gallery.index_kind
+        calibrated = calibrate_gallery(gallery)
     spec = get_spec(meta.model)
-    photo, video = (identify_policy(meta, len(counts), video=v) for v in (False, True))
+    photo, video = (identify_policy(meta, len(counts), video=v, calibrated=calibrated) for v in (False, True))
+    warnings = []
+    if calibrated is None:
+        warnings.append("not calibrated (no cohort for this model's weights): thresholds are LFW's, by gallery size")
+    elif len(counts) <= 3 or calibrated.result.shift > 0:
+        why = f"only {len(counts)} people" if len(counts) <= 3 else "its own strangers score higher than LFW's"
+        warnings.append(
+            f"calibrated on the shipped LFW cohort only and {why}: the false-accept rate may be higher "
+            "on photos unlike LFW"
+        )
     return {
         "gallery": str(gallery_path.resolve()),
         "model": spec.name,
@@ -64,12 +78,16 @@ def info(gallery_path: Path, settings: Settings, device: str) -> dict[str, Any]:
         # As asked for: 'auto' runs on the GPU when PyTorch sees one (info itself never loads torch).
         "device": device,
         "thresholds": {
-            "identify": round(photo.threshold, 4),
-            "watch": round(video.threshold, 4),
+            "identify": _finite(photo.threshold),
+            "watch": _finite(video.threshold),
+            "identify_operating_point": photo.source,
+            "watch_operating_point": video.source,
+            "calibrated": calibrated is not None,
             "verify": spec.thresholds.verify,
             "rule": spec.thresholds.rule,
-            "source": photo.source,
         },
+        "people_with_one_photo": sum(1 for c in counts.values() if c == 1),
+        "warnings": warnings,
         "people": len(counts),
         "faces": sum(counts.values()),
         "index": index_kind,

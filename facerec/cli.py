@@ -198,7 +198,13 @@ def _enroll_text(report: EnrollReport) -> str:
     "--threshold",
     type=click.FloatRange(-1, 1),
     default=None,
-    help="Cosine similarity needed to name a face [default: the model's identification threshold].",
+    help="Cosine similarity needed to name a face, instead of the calibrated operating point.",
+)
+@click.option(
+    "--max-false-accept",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=None,
+    help="Share of strangers that may be named, turned into this gallery's threshold [default: 0.05].",
 )
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True, help="Candidates listed per face.")
 @click.option(
@@ -221,6 +227,7 @@ def identify(
     paths: tuple[Path, ...],
     gallery: Path,
     threshold: float | None,
+    max_false_accept: float | None,
     top_k: int,
     annotate_dir: Path | None,
     weights: Path | None,
@@ -234,7 +241,12 @@ def identify(
     """
     rec = _recognizer(gallery, weights, device, min_face_size=min_face_size)
     failed = 0
-    for result in rec.identify_paths(paths, threshold=threshold, top_k=top_k, annotate_dir=annotate_dir):
+    results = rec.identify_paths(
+        paths, threshold=threshold, top_k=top_k, annotate_dir=annotate_dir, max_false_accept=max_false_accept
+    )
+    for n, result in enumerate(results):
+        if n == 0 and not as_json and result.operating_point:
+            click.echo(f"facerec: operating point: {result.operating_point}", err=True)
         if result.error is not None:
             failed += 1
             click.echo(f"facerec: error: {result.error}", err=True)
@@ -247,11 +259,12 @@ def identify(
             click.echo(f"{result.image}: no faces")
         for face in result.faces if not as_json else ():
             box = ",".join(str(round(v)) for v in face.box)
+            limit = "nobody can be named" if result.threshold is None else f"{result.threshold:.3f}"
             if face.name == "unknown" and face.candidates:
                 best = face.candidates[0]
-                detail = f"closest {best.name} {best.similarity:.3f} < {result.threshold:.3f}"
+                detail = f"closest {best.name} {best.similarity:.3f}, score {best.score:.3f} < {limit}"
             elif face.similarity is not None:
-                detail = f"similarity {face.similarity:.3f}, threshold {result.threshold:.3f}"
+                detail = f"similarity {face.similarity:.3f}, score {face.match_score:.3f} >= {limit}"
             else:
                 detail = "gallery is empty"
             click.echo(f"{result.image}: {face.name} ({detail}) box {box}")
@@ -467,7 +480,15 @@ def info(gallery: Path, device: str, as_json: bool) -> None:
 @click.option(
     "--realtime", is_flag=True, help="Pace a video file at its own frame rate instead of as fast as possible."
 )
-@click.option("--threshold", type=click.FloatRange(-1, 1), default=None, help="Override the identification threshold.")
+@click.option(
+    "--threshold", type=click.FloatRange(-1, 1), default=None, help="Cosine similarity needed to name a face."
+)
+@click.option(
+    "--max-false-accept",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=None,
+    help="Share of strangers passing by that may be named [default: 0.005].",
+)
 @click.option(
     "--min-face-size",
     type=click.IntRange(min=12),
@@ -503,6 +524,7 @@ def watch(
     events_file: Path | None,
     realtime: bool,
     threshold: float | None,
+    max_false_accept: float | None,
     min_face_size: int,
     detect_every: int,
     reconnect_timeout: float,
@@ -528,7 +550,18 @@ def watch(
         return
     _ = rec.gallery  # no gallery or the wrong model: say so before opening the camera
     frames = FrameSource(source, realtime=realtime, reconnect_timeout=reconnect_timeout, on_status=status)
-    results = rec.watch(frames, threshold=threshold, min_face=min_face_size, detect_every=detect_every)
+    results = rec.watch(
+        frames,
+        threshold=threshold,
+        max_false_accept=max_false_accept,
+        min_face=min_face_size,
+        detect_every=detect_every,
+    )
+    if not as_json:
+        click.echo(
+            f"facerec: operating point: {rec.policy(threshold, video=True, max_false_accept=max_false_accept).source}",
+            err=True,
+        )
     summary = run_watch(
         results,
         frames.fps,

@@ -8,18 +8,22 @@ adapted model's score scale. Nothing else in facerec compares a similarity with 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import calibration
 from .embedders.registry import get_spec
 from .errors import InputError
 
 if TYPE_CHECKING:
     from .gallery.meta import GalleryMeta
     from .gallery.search import Candidate
+    from .gallery.store import Gallery
 
 UNKNOWN = "unknown"
 
@@ -54,32 +58,194 @@ class ScoreMap:
         )
 
 
+# The operating points asked for by default: the share of strangers a gallery may name. Photos: 5% (the
+# LFW open-set protocol's figure); video sees many strangers pass, so it is stricter.
+PHOTO_FALSE_ACCEPT = 0.05
+VIDEO_FALSE_ACCEPT = 0.005
+# Raw candidates re-ranked by the normalised score: the normalised winner was among the raw top 20 for
+# 99.6-100% of queries on every photo style measured (bench/calibration.py).
+RERANK = 20
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """Faces of people in no gallery, in one model's vectors: `normalisation` faces give each person's and
+    each query's score statistics, `calibration` faces (other people) are the strangers thresholds are
+    set on. The shipped one is LFW's half A (bench/make_cohort.py)."""
+
+    normalisation: np.ndarray
+    calibration: np.ndarray
+    description: str
+
+
+def shipped_cohort(model: str, weights_sha256: str) -> Cohort | None:
+    """The cohort shipped for these exact weights, or None (another model, or an adapted one: its vectors
+    are not comparable with the cohort's)."""
+    path = Path(__file__).resolve().parent / "embedders" / "cohorts" / f"{model}.npz"
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        provenance = json.loads(str(data["provenance"]))
+        if provenance.get("weights_sha256") != weights_sha256:
+            return None
+        return Cohort(
+            data["normalisation"].astype(np.float32),
+            data["calibration"].astype(np.float32),
+            f"shipped LFW cohort ({len(data['calibration'])} strangers)",
+        )
+
+
+class GalleryCalibration:
+    """One gallery snapshot calibrated against a cohort: every person's score statistics and the
+    strangers' best normalised scores (cohort strangers, shifted by what the gallery's own strangers show)."""
+
+    def __init__(
+        self,
+        names: list[str],
+        centroids: np.ndarray,
+        face_owners: list[str],
+        faces: np.ndarray,
+        cohort: Cohort,
+        *,
+        lopo_sample: int = 2000,
+    ) -> None:
+        self.cohort = cohort
+        self.top_k = calibration.top_k_for(len(cohort.normalisation))
+        self.row = {name: i for i, name in enumerate(names)}
+        self.person = calibration.person_stats(centroids, cohort.normalisation, self.top_k)
+        owners = np.array([self.row[name] for name in face_owners], np.int64)
+        if len(owners) > lopo_sample:  # leave-one-person-out on a fixed sample: its median is what counts
+            keep = np.sort(np.random.default_rng(0).choice(len(owners), lopo_sample, replace=False))
+            faces, owners = faces[keep], owners[keep]
+        self.result = calibration.calibrate(
+            centroids, self.person, faces, owners, cohort.calibration, cohort.normalisation, self.top_k
+        )
+
+    def threshold(self, max_false_accept: float) -> float:
+        return self.result.threshold(max_false_accept)
+
+    def describe(self) -> str:
+        own = f"{self.result.lopo_scores} own-stranger scores, shift {self.result.shift:.3f}"
+        return f"{self.cohort.description}, {own}"
+
+    def scores(self, vectors: np.ndarray, candidates: Sequence[Sequence[Candidate]]) -> list[list[Candidate]]:
+        """Each query's candidates with their normalised score, best first."""
+        query = calibration.cohort_stats(vectors, self.cohort.normalisation, self.top_k)
+        out = []
+        for q, cands in enumerate(candidates):
+            rows = np.array([self.row[c.name] for c in cands], np.int64)
+            raw = np.array([[c.similarity for c in cands]], np.float64)
+            person = calibration.Stats(self.person.mean[rows], self.person.std[rows])
+            one = calibration.Stats(query.mean[q : q + 1], query.std[q : q + 1])
+            normal = calibration.normalise_scores(raw, person, one)[0] if len(cands) else []
+            scored = [replace(c, score=float(v)) for c, v in zip(cands, normal)]
+            out.append(sorted(scored, key=lambda c: -(c.score or 0.0)))
+        return out
+
+
 @dataclass(frozen=True)
 class Policy:
     """The operating point in force for one gallery: the threshold, the search rule it was calibrated
-    under, and where it came from (shown in `info` and with results)."""
+    under, where it came from (shown in `info` and with results), and — when calibrated — the share of
+    strangers it admits and the normalisation it applies to scores."""
 
     threshold: float
     rule: str
     source: str
+    max_false_accept: float | None = None
+    calibration: GalleryCalibration | None = field(default=None, compare=False, repr=False)
+    # A cosine similarity a name also needs (video: the LFW video table; see identify_policy).
+    floor: float = -1.0
+
+    @property
+    def candidates_needed(self) -> int:
+        return RERANK if self.calibration is not None else 1
+
+    def rank(self, vectors: np.ndarray, candidates: Sequence[Sequence[Candidate]]) -> list[list[Candidate]]:
+        """Candidates scored the way this policy decides, best first."""
+        if self.calibration is not None and len(vectors):
+            return self.calibration.scores(vectors, candidates)
+        return [[replace(c, score=c.similarity) for c in cands] for cands in candidates]
+
+    def accepts(self, candidate: Candidate) -> bool:
+        score = candidate.similarity if candidate.score is None else candidate.score
+        return score >= self.threshold and candidate.similarity >= self.floor
 
     def decide(self, candidates: Sequence[Candidate]) -> str:
-        """The name a face gets: its best candidate when at or above the threshold, else 'unknown'."""
-        return candidates[0].name if candidates and candidates[0].similarity >= self.threshold else UNKNOWN
+        """The name a face gets: its best candidate when it meets the threshold, else 'unknown'."""
+        return candidates[0].name if candidates and self.accepts(candidates[0]) else UNKNOWN
+
+    def name_faces(self, ranked: Sequence[Sequence[Candidate]]) -> list[Candidate | None]:
+        """One name per person per image: the faces of one photo (or frame) that would take the same person
+        are settled by score — the best keeps the name, the others fall to their next candidate that meets
+        the threshold, else to nobody (None: 'unknown')."""
+        pairs = sorted(
+            (
+                (c.score if c.score is not None else c.similarity, face, c)
+                for face, cands in enumerate(ranked)
+                for c in cands
+                if self.accepts(c)
+            ),
+            key=lambda item: (-item[0], item[1]),
+        )
+        chosen: list[Candidate | None] = [None] * len(ranked)
+        taken: set[str] = set()
+        for _, face, candidate in pairs:
+            if chosen[face] is None and candidate.name not in taken:
+                chosen[face] = candidate
+                taken.add(candidate.name)
+        return chosen
 
 
-def identify_policy(meta: GalleryMeta, people: int, *, video: bool = False, threshold: float | None = None) -> Policy:
-    """The identification policy for a gallery of `people` people: a threshold given by the user wins;
-    otherwise the model's calibrated threshold for that size, on the adapted model's scale when adapted."""
+def identify_policy(
+    meta: GalleryMeta,
+    people: int,
+    *,
+    video: bool = False,
+    threshold: float | None = None,
+    max_false_accept: float | None = None,
+    calibrated: GalleryCalibration | None = None,
+) -> Policy:
+    """The identification policy for a gallery: a raw threshold given by the user wins; otherwise the
+    operating point asked for (`max_false_accept`, default 5% for photos, 0.5% for video) turned into this
+    gallery's threshold by its calibration. A gallery without one (no cohort for its model or adapted
+    weights) falls back to the model's LFW table by gallery size, at its 5% (photos) or 0.5% (video)."""
     thresholds = get_spec(meta.model).thresholds
     if threshold is not None:
-        return Policy(threshold, thresholds.rule, "given (--threshold)")
+        return Policy(threshold, thresholds.rule, "given (--threshold, cosine similarity)")
+    rate = max_false_accept if max_false_accept is not None else VIDEO_FALSE_ACCEPT if video else PHOTO_FALSE_ACCEPT
+    if calibrated is not None:
+        value = calibrated.threshold(rate)
+        source = f"at most {rate:g} of strangers named, calibrated to this gallery ({calibrated.describe()})"
+        if not np.isfinite(value):
+            source += f"; {len(calibrated.cohort.calibration)} strangers cannot certify so few: nobody is named"
+        # Video faces are small and blurred like nothing in the LFW cohort (the camera case, where the
+        # calibrated rate held only within 2.2x): a name there also needs the LFW video table's cosine.
+        floor = thresholds.identify_for(people, video=True) if video else -1.0
+        if video:
+            source += f", and cosine >= {floor:.4f} (LFW video table)"
+        return Policy(value, thresholds.rule, source, rate, calibrated, floor)
+    if max_false_accept is not None:
+        raise InputError(
+            f"--max-false-accept needs a calibrated gallery; this one ({meta.model}"
+            f"{', adapted' if meta.adaptation else ''}) has no cohort to calibrate with: give --threshold instead"
+        )
     value = thresholds.identify_for(people, video=video)
-    source = f"{meta.model} {'video' if video else 'photo'} threshold calibrated for {people} people"
+    source = f"{meta.model} LFW {'video' if video else 'photo'} table for {people} people (not calibrated)"
     if meta.adaptation is not None:
         value = meta.adaptation.score_map.apply(value)
         source += ", mapped onto the adapted model's scores"
     return Policy(value, thresholds.rule, source)
+
+
+def calibrate_gallery(gallery: Gallery) -> GalleryCalibration | None:
+    """The gallery's calibration against the cohort of its exact weights, or None when there is none."""
+    cohort = shipped_cohort(gallery.meta.model, gallery.meta.weights_sha256)
+    if cohort is None or gallery.count == 0:
+        return None
+    names, centroids = gallery.people_vectors()
+    owners, faces = gallery.face_vectors()
+    return GalleryCalibration(names, centroids, owners, faces, cohort)
 
 
 # Clustering (facerec cluster): average linkage stops where two groups' mean cosine similarity falls below

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .decision import Policy
+from .decision import UNKNOWN, Policy
 from .detect import Face
 from .errors import ImageError
 from .gallery import Candidate
@@ -21,18 +21,23 @@ from .session import GallerySession
 
 @dataclass
 class FaceMatch:
+    """One face of an image: its box and detection score, the name it gets, the cosine similarity to that
+    person (or to the closest one, for 'unknown') and the score the decision compared with the threshold."""
+
     box: list[float]
     score: float
     name: str
     similarity: float | None
     candidates: list[Candidate]
+    match_score: float | None = None
 
 
 @dataclass
 class ImageResult:
     image: str
     faces: list[FaceMatch] = field(default_factory=list)
-    threshold: float | None = None
+    threshold: float | None = None  # on the match_score scale; None where nobody can be named
+    operating_point: str | None = None
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -71,34 +76,52 @@ def expand_paths(paths: Iterable[str | Path]) -> Iterator[tuple[Path, str | None
 def name_faces(
     session: GallerySession, photos: list[tuple[str, list[Face], list[np.ndarray]]], policy: Policy, top_k: int
 ) -> list[ImageResult]:
-    """Name the faces of several photos (name, faces, chips) with one batch through the embedder."""
+    """Name the faces of several photos (name, faces, chips) with one batch through the embedder; within
+    each photo, one person names one face at most (Policy.name_faces)."""
     vectors = session.pipeline.embed([chip for _, _, chips in photos for chip in chips])
-    candidates = iter(session.reader.search(vectors, top_k=max(1, top_k), rule=policy.rule))
+    raw = session.reader.search(vectors, top_k=max(1, top_k, policy.candidates_needed), rule=policy.rule)
+    ranked = iter(policy.rank(vectors, raw))
+    threshold = round(policy.threshold, 4) if np.isfinite(policy.threshold) else None
     results = []
     for name, faces, _ in photos:
-        matches = [
-            FaceMatch(
-                box=[round(v, 1) for v in face.box],
-                score=round(face.score, 4),
-                name=policy.decide(cands),
-                similarity=round(cands[0].similarity, 4) if cands else None,
-                candidates=[Candidate(c.name, round(c.similarity, 4)) for c in cands],
+        candidates = [next(ranked) for _ in faces]
+        matches = []
+        for face, cands, chosen in zip(faces, candidates, policy.name_faces(candidates)):
+            shown = chosen or (cands[0] if cands else None)
+            matches.append(
+                FaceMatch(
+                    box=[round(v, 1) for v in face.box],
+                    score=round(face.score, 4),
+                    name=chosen.name if chosen else UNKNOWN,
+                    similarity=round(shown.similarity, 4) if shown else None,
+                    match_score=round(shown.score, 4) if shown and shown.score is not None else None,
+                    candidates=[_rounded(c) for c in cands[: max(1, top_k)]],
+                )
             )
-            for face, cands in zip(faces, candidates)
-        ]
-        results.append(ImageResult(image=name, faces=matches, threshold=policy.threshold))
+        results.append(ImageResult(image=name, faces=matches, threshold=threshold, operating_point=policy.source))
     return results
 
 
+def _rounded(candidate: Candidate) -> Candidate:
+    score = None if candidate.score is None else round(candidate.score, 4)
+    return Candidate(candidate.name, round(candidate.similarity, 4), score)
+
+
 def identify_image(
-    session: GallerySession, image: str | Path | np.ndarray, *, threshold: float | None = None, top_k: int = 3
+    session: GallerySession,
+    image: str | Path | np.ndarray,
+    *,
+    threshold: float | None = None,
+    top_k: int = 3,
+    max_false_accept: float | None = None,
 ) -> ImageResult:
     """Every face in one image (a path or RGB pixels), named by its best match or 'unknown'."""
     name = "<array>" if isinstance(image, np.ndarray) else str(image)
     pipeline = session.pipeline
     pixels = image if isinstance(image, np.ndarray) else pipeline.read(image)
     faces = pipeline.detect(pixels)
-    return name_faces(session, [(name, faces, pipeline.chips(pixels, faces))], session.policy(threshold), top_k)[0]
+    policy = session.policy(threshold, max_false_accept=max_false_accept)
+    return name_faces(session, [(name, faces, pipeline.chips(pixels, faces))], policy, top_k)[0]
 
 
 def identify_paths(
@@ -108,6 +131,7 @@ def identify_paths(
     threshold: float | None = None,
     top_k: int = 3,
     annotate_dir: str | Path | None = None,
+    max_false_accept: float | None = None,
 ) -> Iterator[ImageResult]:
     """identify over files and folders; a bad input yields a result with `error` and the batch goes on.
 
@@ -115,7 +139,9 @@ def identify_paths(
     """
     from .annotate import draw_matches, write_image
 
-    policy = session.policy(threshold)  # fail fast (no gallery, wrong model) before the first image
+    policy = session.policy(
+        threshold, max_false_accept=max_false_accept
+    )  # fail fast (no gallery, wrong model) before the first image
     pipeline = session.pipeline
 
     def prepare(entry: tuple[Path, str | None]) -> _Detected:

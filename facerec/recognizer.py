@@ -90,9 +90,12 @@ class FaceRecognizer:
         """A read snapshot of the gallery, opened once and reused by identify calls."""
         return self.session.reader
 
-    def policy(self, threshold: float | None = None, *, video: bool = False) -> Policy:
-        """The operating point in force: the threshold given, else the calibrated one for this gallery."""
-        return self.session.policy(threshold, video=video)
+    def policy(
+        self, threshold: float | None = None, *, video: bool = False, max_false_accept: float | None = None
+    ) -> Policy:
+        """The operating point in force: a raw threshold given, else the share of strangers asked for
+        (default 5% for photos, 0.5% for video) turned into this gallery's calibrated threshold."""
+        return self.session.policy(threshold, video=video, max_false_accept=max_false_accept)
 
     def threshold(self, threshold: float | None = None, *, video: bool = False) -> float:
         return self.policy(threshold, video=video).threshold
@@ -111,10 +114,15 @@ class FaceRecognizer:
         return enroll_folder(self.session, photo_dir)
 
     def identify(
-        self, image: str | Path | np.ndarray, *, threshold: float | None = None, top_k: int = 3
+        self,
+        image: str | Path | np.ndarray,
+        *,
+        threshold: float | None = None,
+        top_k: int = 3,
+        max_false_accept: float | None = None,
     ) -> ImageResult:
         """Every face in one image, named by its best match or 'unknown' below the threshold."""
-        return identify_image(self.session, image, threshold=threshold, top_k=top_k)
+        return identify_image(self.session, image, threshold=threshold, top_k=top_k, max_false_accept=max_false_accept)
 
     def identify_paths(
         self,
@@ -123,9 +131,17 @@ class FaceRecognizer:
         threshold: float | None = None,
         top_k: int = 3,
         annotate_dir: str | Path | None = None,
+        max_false_accept: float | None = None,
     ) -> Iterator[ImageResult]:
         """identify() over files and folders; a bad input yields a result with `error` and the batch goes on."""
-        return identify_paths(self.session, paths, threshold=threshold, top_k=top_k, annotate_dir=annotate_dir)
+        return identify_paths(
+            self.session,
+            paths,
+            threshold=threshold,
+            top_k=top_k,
+            annotate_dir=annotate_dir,
+            max_false_accept=max_false_accept,
+        )
 
     # -- video -------------------------------------------------------------------------------------
     def watch(
@@ -133,6 +149,7 @@ class FaceRecognizer:
         source: str | int | FrameSource,
         *,
         threshold: float | None = None,
+        max_false_accept: float | None = None,
         min_face: int = 40,
         detect_every: int = 2,
         realtime: bool = False,
@@ -146,6 +163,7 @@ class FaceRecognizer:
             self.session,
             source,
             threshold=threshold,
+            max_false_accept=max_false_accept,
             min_face=min_face,
             detect_every=detect_every,
             realtime=realtime,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import Settings, default_gallery_dir
-from .decision import Policy, identify_policy
+from .decision import GalleryCalibration, Policy, calibrate_gallery, identify_policy
 from .errors import GalleryMismatchError
 from .gallery import Gallery, GalleryMeta
 from .pipeline import FacePipeline
@@ -41,6 +41,7 @@ class GallerySession:
         self._model: str | None = None
         self._pipeline: FacePipeline | None = None
         self._reader: Gallery | None = None
+        self._calibration: tuple[Gallery, GalleryCalibration | None] | None = None
 
     def stored_meta(self) -> GalleryMeta | None:
         return Gallery.read_meta(self.path)
@@ -117,10 +118,25 @@ class GallerySession:
         create = GalleryMeta.new(embedder.spec.name, embedder.spec.dim, embedder.weights_path, embedder.weights_sha256)
         return Gallery.open_for_write(self.path, create=create, lock_timeout=self.settings.lock_timeout_s)
 
-    def policy(self, threshold: float | None = None, *, video: bool = False) -> Policy:
-        """The identification policy in force for this gallery (see facerec.decision)."""
+    def policy(
+        self, threshold: float | None = None, *, video: bool = False, max_false_accept: float | None = None
+    ) -> Policy:
+        """The identification policy in force for this gallery (see facerec.decision); the gallery's
+        calibration is computed once per snapshot, and only when no raw threshold is given."""
         reader = self.reader
-        return identify_policy(reader.meta, reader.people_count, video=video, threshold=threshold)
+        calibrated = None
+        if threshold is None:
+            if self._calibration is None or self._calibration[0] is not reader:
+                self._calibration = (reader, calibrate_gallery(reader))
+            calibrated = self._calibration[1]
+        return identify_policy(
+            reader.meta,
+            reader.people_count,
+            video=video,
+            threshold=threshold,
+            max_false_accept=max_false_accept,
+            calibrated=calibrated,
+        )
 
     def reload(self) -> None:
         """Forget the loaded pipeline and snapshot: the gallery's weights changed (adapt, rollback)."""

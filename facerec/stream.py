@@ -339,6 +339,19 @@ class Tracker:
         return events
 
 
+def one_name_per_person(faces: list[TrackedFace]) -> None:
+    """Within one frame a person is in one place: when two tracks carry the same name, the better match
+    keeps it and the other shows 'unknown' until its own votes settle (in place)."""
+    best: dict[str, TrackedFace] = {}
+    for face in sorted(faces, key=lambda f: -(f.similarity or 0.0)):
+        if face.name in (UNKNOWN, PENDING):
+            continue
+        if face.name in best:
+            face.name = UNKNOWN
+        else:
+            best[face.name] = face
+
+
 def watch(
     frames: Iterable[Frame], detector: Detector, tracker: Tracker, *, detect_every: int = 2
 ) -> Generator[FrameResult, None, None]:
@@ -360,6 +373,7 @@ def watch(
                 for t in tracker.tracks.values()
                 if t.last_seen == detected_at
             ]
+            one_name_per_person(shown)
             last = frame
             yield FrameResult(frame.index, frame.time, shown, events, frame.image)
     except KeyboardInterrupt:

@@ -18,14 +18,18 @@ from .stream import FrameResult, FrameSource, Tracker, collect_enrollment_frames
 VIDEO_MIN_FACE = 40
 
 
-def vector_namer(session: GallerySession, threshold: float | None) -> Callable[[np.ndarray], list[tuple[str, float]]]:
+def vector_namer(
+    session: GallerySession, threshold: float | None, max_false_accept: float | None = None
+) -> Callable[[np.ndarray], list[tuple[str, float]]]:
     """name_vectors(vectors) -> [(name or 'unknown', similarity)] under the session's video policy."""
-    gallery, policy = session.reader, session.policy(threshold, video=True)
+    gallery = session.reader
+    policy = session.policy(threshold, video=True, max_false_accept=max_false_accept)
 
     def name_vectors(vectors: np.ndarray) -> list[tuple[str, float]]:
+        raw = gallery.search(vectors, top_k=policy.candidates_needed, rule=policy.rule)
         return [
             (policy.decide(candidates), candidates[0].similarity if candidates else 0.0)
-            for candidates in gallery.search(vectors, top_k=1, rule=policy.rule)
+            for candidates in policy.rank(vectors, raw)
         ]
 
     return name_vectors
@@ -36,6 +40,7 @@ def watch_source(
     source: str | int | FrameSource,
     *,
     threshold: float | None = None,
+    max_false_accept: float | None = None,
     min_face: int = VIDEO_MIN_FACE,
     detect_every: int = 2,
     realtime: bool = False,
@@ -46,7 +51,7 @@ def watch_source(
     URL (or an open `stream.FrameSource`). The last result has `end` set and carries the leave events of
     the tracks still open."""
     pipeline = session.pipeline.with_min_face(min_face)
-    tracker = Tracker(pipeline.vectors, vector_namer(session, threshold))
+    tracker = Tracker(pipeline.vectors, vector_namer(session, threshold, max_false_accept))
     frames = (
         source
         if isinstance(source, FrameSource)

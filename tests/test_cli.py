@@ -87,13 +87,14 @@ def test_identify_json_schema_and_self_match(known_gallery, shared):
     rudd, dogs = json_lines(result.stdout)
     assert rudd["image"].endswith("paul_rudd/1.jpg") and len(rudd["faces"]) == 1
     face = rudd["faces"][0]
-    assert set(face) == {"box", "score", "name", "similarity", "candidates"}
+    assert set(face) == {"box", "score", "name", "similarity", "match_score", "candidates"}
     assert len(face["box"]) == 4 and face["box"][0] < face["box"][2] and face["box"][1] < face["box"][3]
     assert face["score"] > 0.95
     assert face["name"] == "paul_rudd" and face["similarity"] > 0.999
     assert face["candidates"][0]["name"] == "paul_rudd" and len(face["candidates"]) == 2
     assert face["candidates"][1]["similarity"] < face["similarity"]
-    assert rudd["threshold"] == pytest.approx(0.5)
+    assert rudd["threshold"] == pytest.approx(0.5) and "not calibrated" in rudd["operating_point"]
+    assert face["match_score"] == face["similarity"]  # uncalibrated: the decision compares cosines
     assert dogs["faces"] == []
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from facerec.decision import UNKNOWN, Policy, ScoreMap, identify_policy, verify_threshold
@@ -54,3 +55,48 @@ def test_decide_names_at_or_above_the_threshold():
 def test_verify_threshold_is_the_models_unless_given():
     assert verify_threshold("dlib-resnet") == get_spec("dlib-resnet").thresholds.verify
     assert verify_threshold("dlib-resnet", 0.3) == 0.3
+
+
+def test_one_name_per_person_per_image():
+    """Two faces whose best match is ann: the better keeps her, the other falls to its next candidate that
+    meets the threshold (bob), and a third whose only candidate above it is ann is unknown."""
+    policy = Policy(0.9, "centroid", "test")
+    faces = [
+        [Candidate("ann", 0.95, 0.95), Candidate("bob", 0.93, 0.93)],
+        [Candidate("ann", 0.97, 0.97), Candidate("cat", 0.5, 0.5)],
+        [Candidate("ann", 0.92, 0.92), Candidate("bob", 0.91, 0.91)],
+        [Candidate("dan", 0.99, 0.99)],
+    ]
+    chosen = policy.name_faces(faces)
+    assert [c.name if c else None for c in chosen] == ["bob", "ann", None, "dan"]
+    assert policy.name_faces([]) == []
+
+
+def test_a_video_floor_keeps_a_cosine_requirement():
+    policy = Policy(0.0, "centroid", "test", floor=0.94)
+    assert not policy.accepts(Candidate("ann", 0.939, 3.0)) and policy.accepts(Candidate("ann", 0.95, 3.0))
+
+
+def test_calibrated_policy_from_the_shipped_cohort():
+    """A gallery of cohort-like people: the calibrated threshold rises as the operating point tightens,
+    and --max-false-accept without a cohort is refused with a one-line reason."""
+    from facerec.decision import GalleryCalibration, shipped_cohort
+    from facerec.embedders import get_spec
+    from facerec.errors import InputError
+
+    cohort = shipped_cohort("dlib-resnet", get_spec("dlib-resnet").sha256 or "")
+    assert cohort is not None and cohort.calibration.shape == (1500, 128) and cohort.normalisation.shape == (2000, 128)
+    rng = np.random.default_rng(0)
+    people = cohort.normalisation[::200][:8]
+    faces = np.repeat(people, 2, axis=0) + rng.normal(0, 0.01, (16, 128))
+    faces /= np.linalg.norm(faces, axis=1, keepdims=True)
+    calibrated = GalleryCalibration(
+        [f"p{i}" for i in range(8)], people, [f"p{i // 2}" for i in range(16)], faces, cohort
+    )
+    loose, strict = (identify_policy(META, 8, max_false_accept=r, calibrated=calibrated) for r in (0.05, 0.005))
+    assert strict.threshold > loose.threshold and loose.max_false_accept == 0.05
+    ranked = loose.rank(faces[:1], [[Candidate("p1", 0.5), Candidate("p0", 0.99)]])[0]
+    assert ranked[0].name == "p0" and ranked[0].score is not None and ranked[0].score > ranked[1].score
+    assert cohort is not shipped_cohort("dlib-resnet", "0" * 64) is None  # other weights: no cohort
+    with pytest.raises(InputError, match="needs a calibrated gallery"):
+        identify_policy(META, 8, max_false_accept=0.01)

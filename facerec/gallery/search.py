@@ -18,8 +18,12 @@ from .index import VectorIndex, kind_for
 
 @dataclass(frozen=True)
 class Candidate:
+    """A person a face may be: cosine similarity to them and, under a calibrated policy, the normalised
+    score the decision compares with its threshold (the similarity itself otherwise)."""
+
     name: str
     similarity: float
+    score: float | None = None
 
 
 class PeopleSearch:
@@ -77,6 +81,16 @@ class PeopleSearch:
             np.minimum.at(first, owner, ids)
             self._centroids = VectorIndex.build(self.dim, first, group_means(vectors, owner, len(row)))
         return self._centroids
+
+    def people_vectors(self) -> tuple[list[str], np.ndarray]:
+        """Every person's name and centroid (the centroid rule's points), in one order."""
+        ids, vectors = self.centroids().contents()
+        return [self.person_of[int(i)] for i in ids], vectors
+
+    def face_vectors(self) -> tuple[list[str], np.ndarray]:
+        """Every stored face's person and vector."""
+        ids, vectors = self.index.contents()
+        return [self.person_of[int(i)] for i in ids], vectors
 
     def search(self, vectors: np.ndarray, top_k: int = 3, rule: str = "centroid") -> list[list[Candidate]]:
         """For each query vector, the best `top_k` people and their cosine similarity under `rule`."""

@@ -423,6 +423,12 @@ class Gallery:
         self._faces.replace(ids, vectors)
 
     # -- searching -------------------------------------------------------------------------------
+    def people_vectors(self) -> tuple[list[str], np.ndarray]:
+        return self._faces.people_vectors()
+
+    def face_vectors(self) -> tuple[list[str], np.ndarray]:
+        return self._faces.face_vectors()
+
     def search(self, vectors: np.ndarray, top_k: int = 3, rule: str = "centroid") -> list[list[Candidate]]:
         """For each query vector, the best `top_k` people and their cosine similarity (see PeopleSearch)."""
         return self._faces.search(vectors, top_k, rule)
