@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
+
 from _common import PROJECT_ROOT, find_shared, set_threads
 
 N_NORMALISATION = 2000
@@ -61,8 +61,10 @@ def main() -> None:
             normalisation=unit[len(calibration) :],
             provenance=np.array(json.dumps(provenance)),
         )
-    print(f"{target}: {len(calibration)} calibration + {len(normalisation)} normalisation vectors, "
-          f"{target.stat().st_size / 2**20:.2f} MB")
+    print(
+        f"{target}: {len(calibration)} calibration + {len(normalisation)} normalisation vectors, "
+        f"{target.stat().st_size / 2**20:.2f} MB"
+    )
 
 
 if __name__ == "__main__":

@@ -574,13 +574,8 @@ def adapt_gallery(
                 },
                 score_map,
             )
-            _reembed(
-                gallery,
-                stored,
-                new_vectors,
-                old_vectors,
-                gallery.meta.adapted(path.resolve(), sha256_file(path), adaptation),
-            )
+            meta = gallery.meta.adapted(path.resolve(), sha256_file(path), adaptation)
+            _reembed(gallery, stored, new_vectors, old_vectors, meta, veto_vectors(gallery, meta, pipeline, adapted))
             report.checkpoint = str(path)
             report.thresholds = {"score_map": asdict(score_map)}
     report.seconds = round(time.perf_counter() - started, 1)
@@ -593,12 +588,24 @@ def _reembed(
     vectors: np.ndarray,
     base_vectors: Callable[[], np.ndarray],
     meta: GalleryMeta,
+    vetoes: list[tuple[FaceRecord, np.ndarray]],
 ) -> None:
     """Switch the gallery to the checkpoint in one transaction, remembering the base vectors for rollback:
     the stored ones when the gallery is on its base model now (exact), else those already remembered."""
     ids = np.array([i for i, _ in stored], np.int64)
     keep = gallery.vectors() if gallery.meta.adaptation is None else (ids, base_vectors())
-    gallery.replace_vectors(ids, vectors, meta, keep_base=keep)
+    gallery.replace_vectors(ids, vectors, meta, keep_base=keep, vetoes=vetoes)
+
+
+def veto_vectors(
+    gallery: Gallery, meta: GalleryMeta, pipeline: FacePipeline, embedder: Embedder
+) -> list[tuple[FaceRecord, np.ndarray]]:
+    """The gallery's vetoed faces that `meta`'s weights have not embedded yet, embedded by `embedder` from their
+    photos, so that a veto holds on whichever model the gallery is switched to."""
+    missing = gallery.veto_records(missing_for=meta.weights_sha256)
+    if not missing:
+        return []
+    return list(zip(missing, embedder.embed(embedder.stack([_chip_of_record(r, pipeline) for r in missing]))))
 
 
 def rollback_gallery(
@@ -632,7 +639,10 @@ def rollback_gallery(
         vectors = (
             np.stack([remembered[i] for i in ids.tolist()]) if len(ids) else np.zeros((0, base.spec.dim), np.float32)
         )
-        gallery.replace_vectors(ids, vectors, gallery.meta.on_base(), keep_base=None)
+        meta_base = gallery.meta.on_base()
+        gallery.replace_vectors(
+            ids, vectors, meta_base, keep_base=None, vetoes=veto_vectors(gallery, meta_base, pipeline, base)
+        )
     return RollbackReport(
         str(gallery_path),
         base.spec.name,

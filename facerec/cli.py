@@ -436,6 +436,59 @@ def _rename(old: str, new: str, gallery: Path, as_json: bool, *, merge: bool) ->
 
 
 @main.command()
+@click.argument("photo", type=click.Path(path_type=Path))
+@click.option("--not", "not_name", required=True, help="The person this face is not.")
+@gallery_option
+@json_option
+@handle_errors
+def reject(photo: Path, not_name: str, gallery: Path, as_json: bool) -> None:
+    """Say that the face PHOTO is taken for (or its one face) is not NOT: it, and faces nearly identical to
+    it, are never named NOT again. Kept until `facerec forget NOT`, across adapt and rollback."""
+    rec = _recognizer(gallery)
+    report = rec.reject(photo, not_name)
+    _emit(
+        as_json,
+        report.to_dict(),
+        f"{photo}: the face at {','.join(str(round(v)) for v in report.box)} (named {report.was_named}) is not "
+        f"{not_name}; {report.vetoes} face{'s' if report.vetoes != 1 else ''} vetoed for {not_name}",
+    )
+
+
+@main.command()
+@gallery_option
+@click.option(
+    "--max-false-accept",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=None,
+    help="The operating point to examine [default: the photo one, 0.05].",
+)
+@json_option
+@handle_errors
+def check(gallery: Path, max_false_accept: float | None, as_json: bool) -> None:
+    """Examine the gallery with its own photos: expected accuracy, strangers' false accepts, suspect photos.
+
+    Each face is identified with itself left out. Flags faces closer to another person than to their own
+    (a wrong label?), people with one photo, and near copies. Exits 0 whatever it finds.
+    """
+    from .check import check_gallery
+
+    rec = _recognizer(gallery)
+    report = check_gallery(rec.gallery, rec.policy(max_false_accept=max_false_accept))
+    rec.close()
+
+    def rate(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    lines = [
+        f"{report.people} people, {report.faces} faces; operating point: {report.operating_point}",
+        f"  known faces named right, each left out: {rate(report.known_accuracy)} ({report.known_faces} faces)",
+        f"  faces named as somebody else when their person is left out: {rate(report.stranger_false_accepts)}",
+    ]
+    lines += [f"  {f.kind}: {f.person}: {f.source}: {f.detail}" for f in report.flags] or ["  nothing flagged"]
+    _emit(as_json, report.to_dict(), "\n".join(lines))
+
+
+@main.command()
 @gallery_option
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @json_option

@@ -65,6 +65,11 @@ VIDEO_FALSE_ACCEPT = 0.005
 # Raw candidates re-ranked by the normalised score: the normalised winner was among the raw top 20 for
 # 99.6-100% of queries on every photo style measured (bench/calibration.py).
 RERANK = 20
+# A veto ("this face is not X") holds for faces at least this alike to the vetoed one: the same photo again,
+# resized or recompressed (0.999 for ../shared's obama-480p against its 720p and small copies, dlib-resnet),
+# but not other photos of the same face (0.965-0.973 for four other photos of that person): a veto says
+# "not this face", never "not anyone who looks like it".
+VETO_SIMILARITY = 0.98
 
 
 @dataclass(frozen=True)
@@ -156,16 +161,27 @@ class Policy:
     calibration: GalleryCalibration | None = field(default=None, compare=False, repr=False)
     # A cosine similarity a name also needs (video: the LFW video table; see identify_policy).
     floor: float = -1.0
+    # Vetoed faces by the person they are not: such a person is no candidate for faces this alike.
+    vetoes: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def candidates_needed(self) -> int:
-        return RERANK if self.calibration is not None else 1
+        return RERANK if self.calibration is not None or self.vetoes else 1
 
     def rank(self, vectors: np.ndarray, candidates: Sequence[Sequence[Candidate]]) -> list[list[Candidate]]:
-        """Candidates scored the way this policy decides, best first."""
+        """Candidates scored the way this policy decides, best first, vetoed people left out."""
+        if self.vetoes:
+            candidates = [[c for c in cands if not self.vetoed(v, c.name)] for v, cands in zip(vectors, candidates)]
         if self.calibration is not None and len(vectors):
             return self.calibration.scores(vectors, candidates)
         return [[replace(c, score=c.similarity) for c in cands] for cands in candidates]
+
+    def vetoed(self, vector: np.ndarray, name: str) -> bool:
+        faces = self.vetoes.get(name)
+        return faces is not None and float(np.max(faces @ vector)) >= VETO_SIMILARITY
+
+    def with_vetoes(self, vetoes: dict[str, np.ndarray]) -> Policy:
+        return replace(self, vetoes=vetoes)
 
     def accepts(self, candidate: Candidate) -> bool:
         score = candidate.similarity if candidate.score is None else candidate.score

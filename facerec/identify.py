@@ -12,8 +12,8 @@ import numpy as np
 
 from .decision import UNKNOWN, Policy
 from .detect import Face
-from .errors import ImageError
-from .gallery import Candidate
+from .errors import ImageError, InputError, NoFaceError
+from .gallery import Candidate, FaceRecord, validate_name
 from .images import iter_image_files
 from .prefetch import prefetch
 from .session import GallerySession
@@ -174,3 +174,46 @@ def identify_paths(
         if len(batch) >= 8 or sum(len(d.chips) for d in batch) >= session.settings.batch_size:
             yield from finish(batch)
     yield from finish(batch)
+
+
+@dataclass
+class RejectReport:
+    image: str
+    box: list[float]
+    not_person: str
+    was_named: str  # what the face was named before the veto
+    vetoes: int  # faces vetoed for this person now
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def reject(session: GallerySession, image: str | Path, name: str) -> RejectReport:
+    """Say that a face of `image` is not `name`: the face the gallery takes for them (or the photo's one face),
+    vetoed for `name` — it and faces nearly identical to it are never named `name` again."""
+    name = validate_name(name)
+    path = Path(image)
+    if name not in session.reader.people():
+        raise InputError(f"no person named {name!r} in gallery {session.path}; see `facerec people`")
+    pipeline = session.pipeline
+    photo = pipeline.load_photo(path)
+    assert photo.image is not None
+    faces = pipeline.detect(photo.image)
+    if not faces:
+        raise NoFaceError(f"{path}: no face found")
+    vectors = pipeline.vectors(photo.image, faces)
+    named = name_faces(session, [(str(path), faces, pipeline.chips(photo.image, faces))], session.policy(), 1)[0]
+    taken = [i for i, face in enumerate(named.faces) if face.name == name]
+    if taken:
+        pick = taken[0]
+    elif len(faces) == 1:
+        pick = 0
+    else:
+        raise InputError(
+            f"{path}: {len(faces)} faces and none is taken for {name}; crop the photo to the face that is not {name}"
+        )
+    face = faces[pick]
+    with session.open_writer() as gallery:
+        gallery.add_veto(FaceRecord(name, str(path.resolve()), photo.sha256, face.box, face.score), vectors[pick])
+        count = len(gallery.vetoes(gallery.meta.weights_sha256).get(name, ()))
+    return RejectReport(str(path), [round(v, 1) for v in face.box], name, named.faces[pick].name, count)

@@ -25,7 +25,7 @@ from .decision import Policy
 from .detect import Face
 from .enroll import EnrollReport, enroll_folder, plan_enrollment
 from .gallery import Gallery
-from .identify import ImageResult, identify_image, identify_paths
+from .identify import ImageResult, RejectReport, identify_image, identify_paths, reject
 from .pipeline import FacePipeline
 from .session import GallerySession
 
@@ -142,6 +142,10 @@ class FaceRecognizer:
             annotate_dir=annotate_dir,
             max_false_accept=max_false_accept,
         )
+
+    def reject(self, image: str | Path, name: str) -> RejectReport:
+        """Say that a face of `image` is not `name` (see facerec.identify.reject)."""
+        return reject(self.session, image, name)
 
     # -- video -------------------------------------------------------------------------------------
     def watch(

@@ -129,7 +129,7 @@ class GallerySession:
             if self._calibration is None or self._calibration[0] is not reader:
                 self._calibration = (reader, calibrate_gallery(reader))
             calibrated = self._calibration[1]
-        return identify_policy(
+        policy = identify_policy(
             reader.meta,
             reader.people_count,
             video=video,
@@ -137,6 +137,7 @@ class GallerySession:
             max_false_accept=max_false_accept,
             calibrated=calibrated,
         )
+        return policy.with_vetoes(reader.vetoes(reader.meta.weights_sha256))
 
     def reload(self) -> None:
         """Forget the loaded pipeline and snapshot: the gallery's weights changed (adapt, rollback)."""

@@ -64,6 +64,23 @@ class FaceRecord:
     score: float
 
 
+# "This face is not X": one row per vetoed face and per weights that embedded it, so adapting adds the
+# adapted model's vectors beside the base model's and a rollback finds the base ones untouched.
+_VETO_SCHEMA = """
+CREATE TABLE IF NOT EXISTS vetoes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    person TEXT NOT NULL,
+    source TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,
+    weights_sha256 TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    created TEXT NOT NULL,
+    UNIQUE (person, sha256, x1, y1, weights_sha256)
+)
+"""
+
+
 def no_gallery(path: Path) -> GalleryNotFoundError:
     return GalleryNotFoundError(f"no gallery at {path}; enroll people first: facerec enroll PHOTO_DIR --gallery {path}")
 
@@ -237,7 +254,51 @@ class Gallery:
         return ids, vectors
 
     def _has_base_vectors(self) -> bool:
-        return self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'base_vectors'").fetchone() is not None
+        return self._has_table("base_vectors")
+
+    def _has_table(self, name: str) -> bool:
+        return self._db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)).fetchone() is not None
+
+    # -- vetoes: "this face is not X" ------------------------------------------------------------
+    def vetoes(self, weights_sha256: str) -> dict[str, np.ndarray]:
+        """Each vetoed person's vetoed face vectors made by these weights (see facerec.decision)."""
+        if not self._has_table("vetoes"):
+            return {}
+        rows = self._db.execute("SELECT person, vector FROM vetoes WHERE weights_sha256 = ?", (weights_sha256,))
+        out: dict[str, list[np.ndarray]] = {}
+        for person, blob in rows:
+            out.setdefault(person, []).append(np.frombuffer(blob, np.float32))
+        return {person: np.stack(vectors) for person, vectors in out.items()}
+
+    def veto_records(self, missing_for: str | None = None) -> list[FaceRecord]:
+        """Every vetoed face (person = whom it is not), once; with `missing_for`, those that have no vector
+        made by those weights yet (what adapt and rollback embed)."""
+        if not self._has_table("vetoes"):
+            return []
+        rows = self._db.execute(
+            "SELECT person, source, sha256, x1, y1, x2, y2 FROM vetoes GROUP BY person, sha256, x1, y1 "
+            "HAVING ? IS NULL OR SUM(weights_sha256 = ?) = 0 ORDER BY min(id)",
+            (missing_for, missing_for),
+        ).fetchall()
+        return [FaceRecord(r[0], r[1], r[2], (r[3], r[4], r[5], r[6]), 0.0) for r in rows]
+
+    def add_veto(self, record: FaceRecord, vector: np.ndarray) -> None:
+        """Say that the face of `record` is not `record.person` (for the gallery's current weights)."""
+        validate_name(record.person)
+        self._write(lambda db: self._insert_vetoes(db, [(record, vector)], self.meta.weights_sha256))
+
+    @staticmethod
+    def _insert_vetoes(db: sqlite3.Connection, vetoes: list[tuple[FaceRecord, np.ndarray]], weights: str) -> None:
+        db.execute(_VETO_SCHEMA)
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        db.executemany(
+            "INSERT OR REPLACE INTO vetoes(person, source, sha256, x1, y1, x2, y2, weights_sha256, vector, created)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (r.person, r.source, r.sha256, *r.box, weights, np.asarray(v, np.float32).tobytes(), now)
+                for r, v in vetoes
+            ],
+        )
 
     def records(self) -> list[tuple[int, FaceRecord]]:
         """Every stored face's id and record, by id: what re-embedding a gallery starts from."""
@@ -331,7 +392,13 @@ class Gallery:
         ids = [i for i, person in self._faces.person_of.items() if person == name]
         if not ids:
             return 0
-        self._write(lambda db: db.execute("DELETE FROM faces WHERE person = ?", (name,)))
+
+        def delete(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM faces WHERE person = ?", (name,))
+            if self._has_table("vetoes"):
+                db.execute("DELETE FROM vetoes WHERE person = ?", (name,))
+
+        self._write(delete)
         self._faces.remove(ids)
         return len(ids)
 
@@ -352,7 +419,14 @@ class Gallery:
             raise InputError(f"gallery {self.path} already has a person named {new!r}; to make them one: facerec merge")
         if merge and not exists:
             raise InputError(f"no person named {new!r} in gallery {self.path} to merge into; to rename: facerec rename")
-        self._write(lambda db: db.execute("UPDATE faces SET person = ? WHERE person = ?", (new, old)))
+
+        def move(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE faces SET person = ? WHERE person = ?", (new, old))
+            if self._has_table("vetoes"):
+                db.execute("UPDATE OR IGNORE vetoes SET person = ? WHERE person = ?", (new, old))
+                db.execute("DELETE FROM vetoes WHERE person = ?", (old,))
+
+        self._write(move)
         self._faces.rename(old, new)
         return len(moved)
 
@@ -387,12 +461,14 @@ class Gallery:
         meta: GalleryMeta,
         *,
         keep_base: tuple[np.ndarray, np.ndarray] | None = None,
+        vetoes: list[tuple[FaceRecord, np.ndarray]] | None = None,
     ) -> None:
         """Re-embed the whole gallery in one transaction: every face's vector and the metadata that says
         which weights made them.
 
         keep_base: (ids, vectors) to remember as the base model's, for an exact rollback (kept where a face
-        already has one); None forgets every remembered base vector.
+        already has one); None forgets every remembered base vector. vetoes: vetoed faces embedded by the new
+        weights, stored in the same transaction.
         """
         ids = np.asarray(ids, np.int64)
         vectors = np.ascontiguousarray(vectors, np.float32)
@@ -417,6 +493,8 @@ class Gallery:
                     "INSERT OR IGNORE INTO base_vectors(face_id, vector) VALUES (?, ?)",
                     [(int(i), np.asarray(v, np.float32).tobytes()) for i, v in zip(*keep_base)],
                 )
+            if vetoes:
+                self._insert_vetoes(db, vetoes, meta.weights_sha256)
 
         self._write(rewrite)
         self.meta = meta
