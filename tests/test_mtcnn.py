@@ -1,0 +1,140 @@
+"""facerec's MTCNN cascade (facerec/mtcnn.py) against facenet-pytorch's detect_face on real photos and frames.
+
+Tolerance per image: same face count, every face matched with IoU >= 0.95, landmarks within 2% of the
+box width, probability within 0.01 (in practice everything so far is identical to float precision).
+Needs ../shared (skipped otherwise).
+"""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import mtcnn_reference as compare
+from conftest import PROJECT_ROOT
+from facerec import mtcnn
+from facerec.testing import find_shared
+
+SHARED = find_shared(PROJECT_ROOT) or Path("/nonexistent")
+needs_shared = pytest.mark.skipif(find_shared(PROJECT_ROOT) is None, reason="../shared (real photos) is absent")
+
+
+def _prep(image, min_face=20, max_side=1600):
+    """As facerec.detect.Detector: downscale to max_side, min face scaled along."""
+    h, w = image.shape[:2]
+    s = min(1.0, max_side / max(h, w))
+    if s < 1.0:
+        image = cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(image), max(12, int(min_face * s))
+
+
+def _load(path):
+    from facerec.images import read_image
+
+    return read_image(path)
+
+
+def _assert_same(ref, ours, what):
+    stats = compare.match(ref, ours)
+    assert compare.ok(stats), f"{what}: {stats}"
+
+
+def _photos():
+    return sorted(
+        glob.glob(str(SHARED / "faces/known/*/*"))
+        + glob.glob(str(SHARED / "faces/known/*.*"))
+        + glob.glob(str(SHARED / "faces/unknown/*"))
+    )
+
+
+@needs_shared
+@pytest.mark.parametrize("path", _photos(), ids=lambda p: Path(p).name)
+def test_web_photos_equal_facenet(path):
+    image, ms = _prep(_load(path))
+    _assert_same(compare.facenet_detect(image, ms), mtcnn.detect(image, ms), path)
+
+
+@needs_shared
+@pytest.mark.parametrize("name", ["friends_cast.jpg", "bald_guys.jpg", "worlds_largest_selfie.jpg"])
+def test_group_photos_equal_facenet(name):
+    image, ms = _prep(_load(SHARED / "faces/groups" / name))
+    ref = compare.facenet_detect(image, ms)
+    _assert_same(ref, mtcnn.detect(image, ms), name)
+    if name == "worlds_largest_selfie.jpg":
+        assert len(ref[0]) > 200
+
+
+@needs_shared
+def test_lfw_200_batched_equal_facenet():
+    paths = sorted(glob.glob(str(SHARED / "faces/lfw/*/*.jpg")))
+    paths = paths[:: max(1, len(paths) // 200)][:200]
+    images = [_load(p) for p in paths]
+    ours = mtcnn.detect_many(images, 20, batch=32)
+    for p, im, o in zip(paths, images, ours):
+        _assert_same(compare.facenet_detect(im, 20), o, p)
+
+
+@needs_shared
+@pytest.mark.parametrize("video", ["obama_podium.mp4", "hamilton_clip.mp4", "crowd_arcade.mp4"])
+def test_video_frames_equal_facenet_batched(video):
+    cap = cv2.VideoCapture(str(SHARED / "video" / video))
+    frames = []
+    for _ in range(3):
+        for _ in range(20):
+            ok, f = cap.read()
+        if ok:
+            frames.append(cv2.cvtColor(f, cv2.COLOR_BGR2RGB))
+    assert frames
+    prepped = [_prep(f, 40) for f in frames]
+    ours = mtcnn.detect_batch([p[0] for p in prepped], [p[1] for p in prepped])
+    for (im, ms), o in zip(prepped, ours):
+        _assert_same(compare.facenet_detect(im, ms), o, video)
+
+
+@needs_shared
+def test_batch_of_mixed_sizes_equals_single_images():
+    paths = [*_photos()[:6], str(SHARED / "faces/groups/friends_cast.jpg")]
+    prepped = [_prep(_load(p)) for p in paths]
+    batch = mtcnn.detect_batch([p[0] for p in prepped], [p[1] for p in prepped])
+    for (im, ms), b in zip(prepped, batch):
+        one = mtcnn.detect(im, ms)
+        assert one[0].shape == b[0].shape
+        np.testing.assert_allclose(one[0], b[0], atol=1e-3)
+        np.testing.assert_allclose(one[1], b[1], atol=1e-3)
+
+
+@needs_shared
+def test_grey_image_as_rgb():
+    rgb, ms = _prep(_load(SHARED / "faces/groups/friends_cast.jpg"))
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    ours = mtcnn.detect(grey, ms)
+    _assert_same(compare.facenet_detect(np.repeat(grey[:, :, None], 3, 2), ms), ours, "grey")
+    assert len(ours[0]) >= 4
+    # (H, W, 1) and RGBA are accepted too
+    _assert_same(ours, mtcnn.detect(grey[:, :, None], ms), "grey (H, W, 1)")
+
+
+def test_empty_and_tiny_images():
+    assert mtcnn.detect_batch([]) == []
+    for shape in [(0, 0, 3), (1, 1, 3), (11, 40, 3), (19, 19, 3), (30, 30, 3)]:
+        boxes, points = mtcnn.detect(np.zeros(shape, np.uint8), 20)
+        assert boxes.shape == (0, 5) and points.shape == (0, 5, 2)
+    # a flat grey image: nothing, no error
+    boxes, _ = mtcnn.detect(np.full((300, 400, 3), 128, np.uint8), 20)
+    assert boxes.shape == (0, 5)
+
+
+@needs_shared
+def test_huge_image_uses_float64_integral_and_matches():
+    # > 2**31 / 255 pixels: the integral image switches to float64; results must not change
+    image = _load(SHARED / "faces/groups/friends_cast.jpg")
+    huge = cv2.resize(image, (image.shape[1] * 8, image.shape[0] * 8), interpolation=cv2.INTER_LINEAR)
+    assert huge.shape[0] * huge.shape[1] * 255 >= 2**31
+    ms = 160  # faces are 8x bigger: keep the pyramid short
+    ours = mtcnn.detect(huge, ms)
+    assert len(ours[0]) >= 4
+    _assert_same(compare.facenet_detect(huge, ms), ours, "huge")
