@@ -8,15 +8,14 @@ adapted model's score scale. Nothing else in facerec compares a similarity with 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import calibration
+from .cohort import Cohort, gallery_cohort, shipped_cohort
 from .embedders.registry import get_spec
 from .errors import InputError
 
@@ -70,34 +69,6 @@ RERANK = 20
 # but not other photos of the same face (0.965-0.973 for four other photos of that person): a veto says
 # "not this face", never "not anyone who looks like it".
 VETO_SIMILARITY = 0.98
-
-
-@dataclass(frozen=True)
-class Cohort:
-    """Faces of people in no gallery, in one model's vectors: `normalisation` faces give each person's and
-    each query's score statistics, `calibration` faces (other people) are the strangers thresholds are
-    set on. The shipped one is LFW's half A (bench/make_cohort.py)."""
-
-    normalisation: np.ndarray
-    calibration: np.ndarray
-    description: str
-
-
-def shipped_cohort(model: str, weights_sha256: str) -> Cohort | None:
-    """The cohort shipped for these exact weights, or None (another model, or an adapted one: its vectors
-    are not comparable with the cohort's)."""
-    path = Path(__file__).resolve().parent / "embedders" / "cohorts" / f"{model}.npz"
-    if not path.is_file():
-        return None
-    with np.load(path, allow_pickle=False) as data:
-        provenance = json.loads(str(data["provenance"]))
-        if provenance.get("weights_sha256") != weights_sha256:
-            return None
-        return Cohort(
-            data["normalisation"].astype(np.float32),
-            data["calibration"].astype(np.float32),
-            f"shipped LFW cohort ({len(data['calibration'])} strangers)",
-        )
 
 
 class GalleryCalibration:
@@ -255,8 +226,11 @@ def identify_policy(
 
 
 def calibrate_gallery(gallery: Gallery) -> GalleryCalibration | None:
-    """The gallery's calibration against the cohort of its exact weights, or None when there is none."""
-    cohort = shipped_cohort(gallery.meta.model, gallery.meta.weights_sha256)
+    """The gallery's calibration against the cohort of its exact weights — the user's own strangers
+    (`facerec calibrate --strangers`) when there are some, else the shipped one — or None without one."""
+    cohort = gallery_cohort(gallery.path, gallery.meta.weights_sha256) or shipped_cohort(
+        gallery.meta.model, gallery.meta.weights_sha256
+    )
     if cohort is None or gallery.count == 0:
         return None
     names, centroids = gallery.people_vectors()

@@ -107,3 +107,25 @@ def test_check_flags_a_mislabelled_photo_and_reports_figures(tmp_path, shared):
     assert [f["person"] for f in report["flags"] if f["kind"] == "one photo"] == ["biden"]
     text = CliRunner().invoke(main, ["check", "--gallery", str(gallery)])
     assert "closer to another person: obama:" in text.stdout and "biden2.jpg" in text.stdout
+
+
+def test_calibrate_on_own_strangers(gallery, shared, tmp_path):
+    """Photos of people in no gallery become the gallery's cohort: the operating point says so, and the
+    threshold moves to what those strangers show; too few faces change nothing."""
+    strangers = tmp_path / "strangers"
+    strangers.mkdir()
+    people = sorted(p for p in (shared / "faces/lfw").iterdir() if p.is_dir())[::20][:240]
+    for person in people:
+        photo = sorted(person.glob("*.jpg"))[0]
+        (strangers / photo.name).symlink_to(photo)
+    before = run("info", "--gallery", gallery, "--json")["thresholds"]
+    done = run("calibrate", "--strangers", strangers, "--gallery", gallery, "--json")
+    assert done["faces"] >= 200 and done["normalisation"] > 0 and done["calibration"] > 0 and done["warning"]
+    after = run("info", "--gallery", gallery, "--json")["thresholds"]
+    assert "own strangers" in after["identify_operating_point"] and "shipped" in before["identify_operating_point"]
+    assert after["identify"] != before["identify"]
+    few = tmp_path / "few"
+    few.mkdir()
+    (few / "one.jpg").symlink_to(sorted(people[0].glob("*.jpg"))[0])
+    assert "nothing was changed" in run("calibrate", "--strangers", few, "--gallery", gallery, expect=1)["err"]
+    assert "own strangers" in run("info", "--gallery", gallery, "--json")["thresholds"]["identify_operating_point"]

@@ -1,0 +1,130 @@
+"""Background cohorts: faces of people in no gallery, which calibrate a gallery's decision (facerec.decision).
+
+The shipped cohort is LFW's half A for dlib-resnet (bench/make_cohort.py). A user's own strangers — photos
+from the camera or source the gallery will serve, of nobody enrolled — make a cohort in the deployment's
+style, which is what holds the false-accept rate where LFW's does not (README, "Operating points"):
+`facerec calibrate --strangers DIR` embeds them and keeps them in the gallery folder as `strangers.npz`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import InputError
+from .fileio import atomic_path, sha256_bytes
+
+if TYPE_CHECKING:
+    from .session import GallerySession
+
+STRANGERS_FILE = "strangers.npz"
+# Below this many faces the cohort's statistics are too thin to trust (bench/calibration.py: 500
+# normalisation faces held the rate only within 1.36x; 1,000 or more within 1.1x).
+MIN_STRANGERS = 200
+GOOD_STRANGERS = 2500
+NORMALISATION_SHARE = 4 / 7  # 2,000 : 1,500, as the shipped cohort
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """`normalisation` faces give each person's and each query's score statistics; `calibration` faces
+    (other photos) are the strangers thresholds are set on."""
+
+    normalisation: np.ndarray
+    calibration: np.ndarray
+    description: str
+
+
+def _read(path: Path, weights_sha256: str, what: str) -> Cohort | None:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            provenance = json.loads(str(data["provenance"]))
+            if provenance.get("weights_sha256") != weights_sha256:
+                return None  # another model's (or an adapted model's) vectors: not comparable
+            calibration = data["calibration"].astype(np.float32)
+            return Cohort(
+                data["normalisation"].astype(np.float32), calibration, f"{what} ({len(calibration)} strangers)"
+            )
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def shipped_cohort(model: str, weights_sha256: str) -> Cohort | None:
+    """The cohort shipped for these exact weights, or None."""
+    path = Path(__file__).resolve().parent / "embedders" / "cohorts" / f"{model}.npz"
+    return _read(path, weights_sha256, "shipped LFW cohort") if path.is_file() else None
+
+
+def gallery_cohort(gallery: Path, weights_sha256: str) -> Cohort | None:
+    """The user's own strangers kept with the gallery, when made by these weights."""
+    path = gallery / STRANGERS_FILE
+    return _read(path, weights_sha256, f"own strangers, {path}") if path.is_file() else None
+
+
+@dataclass
+class CohortReport:
+    gallery: str
+    folder: str
+    photos: int
+    faces: int
+    normalisation: int
+    calibration: int
+    problems: list[str]
+    warning: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def build_strangers(session: GallerySession, folder: Path) -> CohortReport:
+    """Every face of every photo under `folder` (people in no gallery), embedded with the gallery's model and
+    split by photo into normalisation and calibration faces (a photo's faces stay on one side), kept in the
+    gallery folder."""
+    from .images import iter_image_files
+
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such folder; give a folder of photos of people who are not enrolled")
+    pipeline = session.pipeline
+    with session.open_writer() as gallery:
+        weights = gallery.meta.weights_sha256
+        sides: dict[bool, list[np.ndarray]] = {True: [], False: []}
+        problems: list[str] = []
+        photos = iter_image_files(folder)
+        for path in photos:
+            try:
+                photo = pipeline.load_photo(path)
+            except InputError as exc:
+                problems.append(str(exc))
+                continue
+            assert photo.image is not None
+            found = pipeline.faces(photo.image)
+            side = int(sha256_bytes(photo.sha256.encode())[:8], 16) / 2**32 < NORMALISATION_SHARE
+            sides[side] += [f.vector for f in found]
+        faces = len(sides[True]) + len(sides[False])
+        if faces < MIN_STRANGERS or not sides[True] or not sides[False]:
+            raise InputError(
+                f"{folder}: {faces} faces found; calibrating needs at least {MIN_STRANGERS} faces of people who are "
+                f"not enrolled ({GOOD_STRANGERS} or more hold the rate best); nothing was changed"
+            )
+        provenance = {"weights_sha256": weights, "folder": str(folder.resolve()), "photos": len(photos)}
+        with atomic_path(gallery.path / STRANGERS_FILE) as tmp, open(tmp, "xb") as f:
+            np.savez(
+                f,
+                normalisation=np.stack(sides[True]).astype(np.float16),
+                calibration=np.stack(sides[False]).astype(np.float16),
+                provenance=np.array(json.dumps(provenance)),
+            )
+    warning = (
+        None
+        if faces >= GOOD_STRANGERS
+        else (f"only {faces} faces: the rate holds best with {GOOD_STRANGERS} or more; add photos and run again")
+    )
+    return CohortReport(
+        str(session.path), str(folder), len(photos), faces, len(sides[True]), len(sides[False]), problems, warning
+    )
