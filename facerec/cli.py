@@ -244,30 +244,34 @@ def identify(
     results = rec.identify_paths(
         paths, threshold=threshold, top_k=top_k, annotate_dir=annotate_dir, max_false_accept=max_false_accept
     )
-    for n, result in enumerate(results):
-        if n == 0 and not as_json and result.operating_point:
-            click.echo(f"facerec: operating point: {result.operating_point}", err=True)
-        if result.error is not None:
-            failed += 1
-            click.echo(f"facerec: error: {result.error}", err=True)
+    # Closed on the way out (Ctrl-C included): its background workers stop before the process does.
+    try:
+        for n, result in enumerate(results):
+            if n == 0 and not as_json and result.operating_point:
+                click.echo(f"facerec: operating point: {result.operating_point}", err=True)
+            if result.error is not None:
+                failed += 1
+                click.echo(f"facerec: error: {result.error}", err=True)
+                if as_json:
+                    click.echo(_json(result.to_dict()))
+                continue
             if as_json:
                 click.echo(_json(result.to_dict()))
-            continue
-        if as_json:
-            click.echo(_json(result.to_dict()))
-        elif not result.faces:
-            click.echo(f"{result.image}: no faces")
-        for face in result.faces if not as_json else ():
-            box = ",".join(str(round(v)) for v in face.box)
-            limit = "nobody can be named" if result.threshold is None else f"{result.threshold:.3f}"
-            if face.name == "unknown" and face.candidates:
-                best = face.candidates[0]
-                detail = f"closest {best.name} {best.similarity:.3f}, score {best.score:.3f} < {limit}"
-            elif face.similarity is not None:
-                detail = f"similarity {face.similarity:.3f}, score {face.match_score:.3f} >= {limit}"
-            else:
-                detail = "gallery is empty"
-            click.echo(f"{result.image}: {face.name} ({detail}) box {box}")
+            elif not result.faces:
+                click.echo(f"{result.image}: no faces")
+            for face in result.faces if not as_json else ():
+                box = ",".join(str(round(v)) for v in face.box)
+                limit = "nobody can be named" if result.threshold is None else f"{result.threshold:.3f}"
+                if face.name == "unknown" and face.candidates:
+                    best = face.candidates[0]
+                    detail = f"closest {best.name} {best.similarity:.3f}, score {best.score:.3f} < {limit}"
+                elif face.similarity is not None:
+                    detail = f"similarity {face.similarity:.3f}, score {face.match_score:.3f} >= {limit}"
+                else:
+                    detail = "gallery is empty"
+                click.echo(f"{result.image}: {face.name} ({detail}) box {box}")
+    finally:
+        results.close()
     rec.close()
     if failed:
         sys.exit(1)

@@ -155,6 +155,9 @@ class Policy:
         return replace(self, vetoes=vetoes)
 
     def accepts(self, candidate: Candidate) -> bool:
+        if candidate.score is None and self.calibration is not None:
+            # A raw cosine compared with a normalised threshold would name everybody.
+            raise ValueError("candidates must go through Policy.rank before a calibrated policy decides")
         score = candidate.similarity if candidate.score is None else candidate.score
         return score >= self.threshold and candidate.similarity >= self.floor
 

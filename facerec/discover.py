@@ -98,9 +98,10 @@ def cluster_photos(
         gallery, policy = session.reader, session.policy()
 
         def name_vectors(vectors: np.ndarray) -> list[str | None]:
+            raw = gallery.search(vectors, top_k=policy.candidates_needed, rule=policy.rule)
             return [
                 None if (name := policy.decide(candidates)) == "unknown" else name
-                for candidates in gallery.search(vectors, top_k=1, rule=policy.rule)
+                for candidates in policy.rank(vectors, raw)
             ]
 
     result = cluster_folder(

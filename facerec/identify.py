@@ -3,7 +3,7 @@ read and detected in the background while the faces of a few photos are embedded
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,7 +132,7 @@ def identify_paths(
     top_k: int = 3,
     annotate_dir: str | Path | None = None,
     max_false_accept: float | None = None,
-) -> Iterator[ImageResult]:
+) -> Generator[ImageResult, None, None]:
     """identify over files and folders; a bad input yields a result with `error` and the batch goes on.
 
     Results come in order, a few photos at a time.
@@ -155,7 +155,7 @@ def identify_paths(
         faces = pipeline.detect(pixels)
         return _Detected(path, faces, pipeline.chips(pixels, faces), pixels if annotate_dir is not None else None)
 
-    def finish(batch: list[_Detected]) -> Iterator[ImageResult]:
+    def finish(batch: list[_Detected]) -> Generator[ImageResult, None, None]:
         readable = [(str(d.path), d.faces, d.chips) for d in batch if d.error is None]
         named = iter(name_faces(session, readable, policy, top_k))
         for done in batch:

@@ -13,7 +13,7 @@ vectors without a gallery, use `facerec.FacePipeline`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -132,7 +132,7 @@ class FaceRecognizer:
         top_k: int = 3,
         annotate_dir: str | Path | None = None,
         max_false_accept: float | None = None,
-    ) -> Iterator[ImageResult]:
+    ) -> Generator[ImageResult, None, None]:
         """identify() over files and folders; a bad input yields a result with `error` and the batch goes on."""
         return identify_paths(
             self.session,

@@ -382,7 +382,7 @@ def test_cluster_name_identify_rename_merge(tmp_path: Path, shared: Path):
     found = _cli("identify", new_photo, "--gallery", gallery, "--json")
     assert [f["name"] for f in found["faces"]][:1] == ["Colin"]
     again = _cli("cluster", photos, "--gallery", gallery, "--json")
-    assert [k["name"] for k in again["known"]] == ["Colin"] and len(again["known"][0]["faces"]) == 4
+    assert [k["name"] for k in again["known"]] == ["Colin"] and len(again["known"][0]["faces"]) == 4, again["known"]
     assert [c["id"] for c in again["clusters"]] != [powell] and len(again["clusters"]) == 1
     serena = again["clusters"][0]["id"]
     _cli("name", serena, "Serena", "--out", out, "--gallery", gallery, "--json")
