@@ -42,13 +42,8 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def prep(image: np.ndarray, min_face: int):
-    """Detector.detect's downscale and minimum face."""
-    h, w = image.shape[:2]
-    scale = min(1.0, MAX_SIDE / max(h, w))
-    if scale < 1.0:
-        image = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(image), max(12, int(min_face * scale))
+def prep(image: np.ndarray, min_face: int) -> tuple[np.ndarray, int]:
+    return compare.prepare(image, min_face, MAX_SIDE)
 
 
 def load(path):

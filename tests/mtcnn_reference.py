@@ -17,6 +17,17 @@ def _facenet():
     return mtcnn
 
 
+def prepare(image: np.ndarray, min_face: int = 20, max_side: int = 1600) -> tuple[np.ndarray, int]:
+    """As facerec.detect.Detector prepares a photo: downscaled to max_side, the minimum face along with it."""
+    import cv2
+
+    h, w = image.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    if scale < 1.0:
+        image = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(image), max(12, int(min_face * scale))
+
+
 def facenet_detect(image, minsize, thresholds=(0.6, 0.7, 0.7), factor=0.709):
     from facenet_pytorch.models.utils.detect_face import detect_face
 

@@ -23,13 +23,7 @@ SHARED = find_shared(PROJECT_ROOT) or Path("/nonexistent")
 needs_shared = pytest.mark.skipif(find_shared(PROJECT_ROOT) is None, reason="../shared (real photos) is absent")
 
 
-def _prep(image, min_face=20, max_side=1600):
-    """As facerec.detect.Detector: downscale to max_side, min face scaled along."""
-    h, w = image.shape[:2]
-    s = min(1.0, max_side / max(h, w))
-    if s < 1.0:
-        image = cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(image), max(12, int(min_face * s))
+_prep = compare.prepare
 
 
 def _load(path):
