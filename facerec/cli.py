@@ -44,26 +44,49 @@ def handle_errors(command: Command) -> Command:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        previous = _interrupt_once()
         try:
-            return command(*args, **kwargs)
+            result = command(*args, **kwargs)
         except Interrupted as exc:
-            _ignore_further_interrupts()
             if exc.report is not None:
                 _emit(bool(kwargs.get("as_json")), exc.report.to_dict(), _text_of(exc.report))
             _fail(str(exc), exc.exit_code)
-        except FacerecError as exc:
-            _fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
-            _ignore_further_interrupts()
             _fail("interrupted", 130)
+        except FacerecError as exc:
+            _restore(previous)
+            _fail(str(exc), exc.exit_code)
+        # An interrupted command leaves further Ctrl-C ignored until the process has exited.
+        _restore(previous)
+        return result
 
     return wrapper  # type: ignore[return-value]
 
 
-def _ignore_further_interrupts() -> None:
-    """A second Ctrl-C (people press it twice) while the first is being reported and the process exits
-    must not end it by the signal itself: the exit code stays 130 and the report whole."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _interrupt_once() -> Any:
+    """Ctrl-C raises KeyboardInterrupt once; further ones (people press it twice) are ignored while the
+    command cleans up — background threads joined, the gallery index saved, the report printed — so that
+    the process ends with exit 130 and whole files, never by the signal itself mid-cleanup. Returns the
+    handler to restore (None where handlers cannot be set: not the main thread)."""
+
+    fired = False
+
+    def interrupted(signum: int, frame: object) -> None:
+        nonlocal fired
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if not fired:  # a second signal that arrived before the line above ran: ignored too
+            fired = True
+            raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGINT, interrupted)
+    except ValueError:  # not the main thread
+        return None
+
+
+def _restore(handler: Any) -> None:
+    if handler is not None:
+        signal.signal(signal.SIGINT, handler)
 
 
 def _json(payload: dict[str, Any]) -> str:

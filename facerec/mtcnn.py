@@ -19,6 +19,7 @@ Everything returned is in the coordinates of each image that was passed in.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -117,9 +118,19 @@ class Nets:
         self.rnet, self.onet = eager["rnet"], eager["onet"]
 
 
-@lru_cache(maxsize=8)
+_BUILDING = threading.Lock()
+
+
 def nets(device: str = "cpu", script: bool = True) -> Nets:
-    """The cascade's nets for a device (built once: facenet-pytorch's weights ship in its wheel)."""
+    """The cascade's nets for a device, built once (facenet-pytorch's weights ship in its wheel). Under a
+    lock: background threads detect at once, and building them twice would also race the warning filters
+    that keep TorchScript's deprecation notices off the user's terminal."""
+    with _BUILDING:
+        return _nets(device, script)
+
+
+@lru_cache(maxsize=8)
+def _nets(device: str, script: bool) -> Nets:
     return Nets(device, script)
 
 

@@ -96,7 +96,7 @@ def test_ctrl_c_during_adapt_changes_nothing(dlib_gallery, tmp_path, as_json):
     before = gallery_rows(dlib_gallery)
     env = {**ENV, "FACEREC_MODELS": str(tmp_path / "models")}
     proc = facerec("adapt", "--gallery", dlib_gallery, "--epochs", "200", *(["--json"] if as_json else []), env=env)
-    out, err = interrupt(proc, after_s=3.0)
+    out, err = interrupt(proc, after_s=5.0)
     check_interrupted(proc, out, err, as_json)
     assert gallery_rows(dlib_gallery) == before
 
