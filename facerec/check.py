@@ -50,7 +50,7 @@ class CheckReport:
 
 def check_gallery(gallery: Gallery, policy: Policy) -> CheckReport:
     records = gallery.records()
-    ids, vectors = gallery.vectors()
+    _, vectors = gallery.vectors()
     people = sorted({r.person for _, r in records})
     row = {name: i for i, name in enumerate(people)}
     owner = np.array([row[r.person] for _, r in records], np.int64)
@@ -62,11 +62,11 @@ def check_gallery(gallery: Gallery, policy: Policy) -> CheckReport:
     right = named_as_stranger = known = 0
     for face, ((_, record), vector) in enumerate(zip(records, vectors)):
         mine = owner[face]
-        others = centroids.copy()
-        if counts[mine] > 1:
-            others[mine] = normalise(sums[mine] - vector)
         # Every person as a candidate, raw cosine first; the policy scores and decides as it would for a photo.
-        raw = others @ vector
+        # The face's own person is compared without the face (only that one similarity changes).
+        raw = centroids @ vector
+        if counts[mine] > 1:
+            raw[mine] = normalise(sums[mine] - vector) @ vector
         order = np.argsort(-raw)
         candidates = [Candidate(people[i], float(raw[i])) for i in order[: max(policy.candidates_needed, 2)]]
         stranger = [c for c in candidates if c.name != record.person]
