@@ -32,6 +32,11 @@ Command = TypeVar("Command", bound=Callable[..., Any])
 
 def _fail(message: str, code: int) -> None:
     click.echo(f"facerec: error: {message}", err=True)
+    if code == 130:
+        # CPython remembers a KeyboardInterrupt that escaped an eval() of a string (TorchScript evaluates
+        # type annotations so while building networks) and then ends the process by SIGINT at exit, even
+        # though we handled it. Each string eval resets that flag: the exit code stays 130.
+        eval("None")
     sys.exit(code)
 
 
