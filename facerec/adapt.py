@@ -35,13 +35,27 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .camera import Camera, DetailScale, Observation, jpeg_quality, observe_region
 from .config import Settings
 from .decision import ScoreMap
+from .detect import Face
+from .distil import (
+    DistilOptions,
+    Probes,
+    Scene,
+    as_camera_shows,
+    correct,
+    damaged_probes,
+    distil,
+    gain_interval,
+    scene,
+)
 from .embedders.base import FAMILIES, Embedder
 from .errors import GalleryMismatchError, ImageError, InputError, ModelError
 from .evaluate import read_pairs, ten_fold
 from .fileio import sha256_bytes, sha256_file, write_atomically, write_bytes_atomically
 from .gallery import Adaptation, FaceRecord, Gallery, GalleryMeta, no_gallery
+from .images import read_bytes
 from .lfw import central_chips
 from .pipeline import FacePipeline
 from .vectors import group_means
@@ -53,6 +67,9 @@ TRAINABLE = {
 }
 # LFW pairs of these folds (of 10) form the general check: 1,200 pairs, the same for every run.
 LFW_CHECK_FOLDS = 2
+# Damaged copies of each held-out photo the gate and early stopping measure on (they go together in the
+# bootstrap, so more copies steady the figure without pretending to more photos).
+PROBE_COPIES = 4
 # Share of the people held back from training for the general check when no --lfw is given.
 GENERAL_PEOPLE_SHARE = 0.2
 
@@ -125,6 +142,8 @@ class AdaptReport:
     dry_run: bool
     checkpoint: str | None = None
     thresholds: dict[str, Any] = field(default_factory=dict)
+    camera: dict[str, Any] | None = None  # with --target: the camera and the gallery's photos, measured alike
+    gain: list[float] | None = None  # with --target: held-out gain, and its 95% bootstrap interval
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -145,8 +164,8 @@ class RollbackReport:
 
 
 # -- data --------------------------------------------------------------------------------------------
-def _chip_of_record(record: FaceRecord, pipeline: FacePipeline) -> np.ndarray:
-    """The enrolled face's chip, from its source photo: the photo must be there and unchanged."""
+def _face_of_record(record: FaceRecord, pipeline: FacePipeline) -> tuple[np.ndarray, Face]:
+    """The enrolled face found again in its source photo: the photo must be there and unchanged."""
     source = Path(record.source)
     fix = f"put it back, or `facerec forget {record.person!r}` and enroll that person again"
     if not source.is_file():
@@ -162,7 +181,11 @@ def _chip_of_record(record: FaceRecord, pipeline: FacePipeline) -> np.ndarray:
     face = pipeline.face_at(photo.image, record.box)
     if face is None:
         raise InputError(f"{source}: the face enrolled as {record.person} is no longer found in it; {fix}")
-    return pipeline.chip(photo.image, face)
+    return photo.image, face
+
+
+def _chip_of_record(record: FaceRecord, pipeline: FacePipeline) -> np.ndarray:
+    return pipeline.chip(*_face_of_record(record, pipeline))
 
 
 def gallery_chips(records: list[FaceRecord], pipeline: FacePipeline, progress: bool) -> np.ndarray:
@@ -170,6 +193,26 @@ def gallery_chips(records: list[FaceRecord], pipeline: FacePipeline, progress: b
     before anything else happens."""
     bar = tqdm(records, desc="read gallery photos", unit="photo", disable=not progress, leave=False)
     return pipeline.embedder.stack([_chip_of_record(r, pipeline) for r in bar])
+
+
+def gallery_observations(
+    records: list[FaceRecord], pipeline: FacePipeline, progress: bool
+) -> tuple[list[Observation], list[Scene]]:
+    """Every enrolled face as the camera module measures faces (what the gallery's own photos look like), and
+    with its surroundings, to be damaged as the camera would."""
+    found, scenes = [], []
+    for record in tqdm(records, desc="read gallery photos", unit="photo", disable=not progress, leave=False):
+        image, face = _face_of_record(record, pipeline)
+        found.append(
+            Observation(
+                pipeline.chip(image, face),
+                pipeline.embedder.face_width(face),
+                observe_region(image, face.box),
+                jpeg_quality(read_bytes(Path(record.source))),
+            )
+        )
+        scenes.append(scene(image, face))
+    return found, scenes
 
 
 def photo_faces(plan: list[tuple[str, Path]], pipeline: FacePipeline, progress: bool) -> FaceSet:
@@ -417,6 +460,24 @@ def decide(before: Scores, after: Scores, max_drop: float) -> tuple[bool, str]:
     )
 
 
+def camera_gate(before: Scores, after: Scores, gain: tuple[float, float, float], max_drop: float) -> tuple[bool, str]:
+    """The camera gate: held-out photos as the camera shows them better by more than their noise (the 95%
+    interval of the gain above 0), and the clean check no more than max_drop worse."""
+    drop = before.general - after.general
+    interval = f"gain {gain[0]:+.4f}, 95% interval {gain[1]:+.4f} to {gain[2]:+.4f}"
+    if not gain[1] > 0:  # NaN (nothing to measure) is no gain
+        return False, f"held-out photos as the camera shows them: {interval}, not above their noise"
+    if not drop <= max_drop:
+        return False, (
+            f"clean check dropped by {drop:.4f} ({before.general:.4f} -> {after.general:.4f}), "
+            f"more than --max-drop {max_drop}"
+        )
+    return True, (
+        f"held-out photos as the camera shows them {before.new_people:.4f} -> {after.new_people:.4f} "
+        f"({interval}), clean check {before.general:.4f} -> {after.general:.4f} (allowed drop {max_drop})"
+    )
+
+
 # -- the command ---------------------------------------------------------------------------------------
 def base_pipeline(meta: GalleryMeta, device: str, settings: Settings, min_face_size: int | None) -> FacePipeline:
     """The gallery's base (not adapted) model, checked against the SHA-256 the gallery remembers."""
@@ -433,10 +494,10 @@ def base_pipeline(meta: GalleryMeta, device: str, settings: Settings, min_face_s
     return pipeline
 
 
-def fingerprint(faces: FaceSet, base: Embedder, options: AdaptOptions, general: str) -> str:
-    """What a checkpoint was made from: the training photos, the base weights and the options."""
+def fingerprint(faces: FaceSet, base: Embedder, options: dict[str, Any], general: str) -> str:
+    """What a checkpoint was made from: the training photos, the base weights, the options and the checks."""
     lines = sorted(f"{faces.people[label]}\t{sha}\n" for label, sha in zip(faces.labels, faces.sha256))
-    return sha256_bytes(("".join(lines) + f"{base.weights_sha256}\n{asdict(options)}\n{general}").encode())
+    return sha256_bytes(("".join(lines) + f"{base.weights_sha256}\n{options}\n{general}").encode())
 
 
 def save_checkpoint(module: torch.nn.Module, record: dict[str, Any], models_dir: Path) -> Path:
@@ -455,6 +516,195 @@ def save_checkpoint(module: torch.nn.Module, record: dict[str, Any], models_dir:
     return path
 
 
+@dataclass(frozen=True)
+class CameraRequest:
+    """What `adapt --target` was told about the camera the model will serve: its pictures, and what the user
+    knows (each given value replaces what was measured; without a target, they describe the camera alone)."""
+
+    target: str | None = None
+    face_size: float | None = None
+    grey: bool | None = None
+    noise: float | None = None
+    jpeg: int | None = None
+
+
+@dataclass
+class _Trial:
+    """One adaptation tried and measured, by either method: what the gate and the report need."""
+
+    faces: FaceSet
+    split: Split
+    source: str
+    general: str
+    general_photos: int
+    before: Scores
+    after: Scores
+    module: torch.nn.Module
+    losses: list[float]
+    val_accuracy: list[float]
+    best_epoch: int
+    kept: bool
+    reason: str
+    score_map: Callable[[Embedder], ScoreMap]  # measured on the adapted model, when it is kept
+    camera: dict[str, Any] | None = None
+    gain: tuple[float, float, float] | None = None
+
+
+def _general_check(faces: FaceSet, split: Split, lfw: LfwCheck | None) -> tuple[str, int]:
+    if lfw is not None:
+        return lfw.description, len(lfw.chips)
+    people = len(np.unique(faces.labels[split.general_probe]))
+    return (
+        f"identification among {people} people held back from training",
+        len(split.general_enroll) + len(split.general_probe),
+    )
+
+
+def _finetune_trial(
+    base: Embedder, faces: FaceSet, source: str, lfw: LfwCheck | None, options: AdaptOptions, progress: bool
+) -> _Trial:
+    """In-domain adaptation: CosFace fine-tuning of the last stage on the labelled faces."""
+    split = split_faces(faces, options.holdout, hold_back_people=lfw is None, seed=options.seed, source=source)
+    general, general_photos = _general_check(faces, split, lfw)
+    before, base_vectors = _measure(base, faces, split, lfw)
+    training = train(base, faces, split, options, progress=progress)
+    adapted = replace(base, module=training.module)
+    after, adapted_vectors = _measure(adapted, faces, split, lfw)
+    kept, reason = decide(before, after, options.max_drop)
+    train_rows = split.train
+    return _Trial(
+        faces,
+        split,
+        source,
+        general,
+        general_photos,
+        before,
+        after,
+        training.module,
+        training.losses,
+        training.val_accuracy,
+        training.best_epoch,
+        kept,
+        reason,
+        lambda _adapted: ScoreMap.measure(
+            base_vectors[train_rows], adapted_vectors[train_rows], faces.labels[train_rows]
+        ),
+    )
+
+
+def measure_camera(
+    request: CameraRequest, pipeline: FacePipeline, observed: list[Observation], detail: DetailScale, progress: bool
+) -> tuple[Camera, Camera]:
+    """The target camera and the gallery's own photos, measured alike; refuses a target that has no faces or is
+    no worse than the gallery (nothing to adapt to)."""
+    from .target import read_target
+
+    gallery_camera = Camera.measure(observed, detail, "the gallery's photos")
+    if request.target is not None:
+        found = read_target(request.target, pipeline, progress=progress)
+        if not found.observations:
+            skipped = f" ({len(found.unreadable)} could not be read)" if found.unreadable else ""
+            raise InputError(
+                f"{request.target}: no face found in {found.pictures} {found.kind}{skipped}; give --target photos "
+                "or video in which the camera shows faces (at least "
+                f"{pipeline.detector.min_face_size} px wide), or describe it with --face-size/--grey"
+            )
+        camera = Camera.measure(found.observations, detail, f"{found.kind} {request.target} ({found.pictures} read)")
+    else:
+        camera = Camera(gallery_camera.looks, "the gallery's photos")
+    camera = camera.described(face_size=request.face_size, grey=request.grey, noise=request.noise, jpeg=request.jpeg)
+    if not camera.worse_than(gallery_camera):
+        raise InputError(
+            f"nothing to adapt to: the target's {camera.summary().line()}; the gallery's photos: "
+            f"{gallery_camera.summary().line()}. The gallery is unchanged (give --face-size/--grey when the camera "
+            "is worse than these pictures show)"
+        )
+    return camera, gallery_camera
+
+
+def _camera_trial(
+    base: Embedder,
+    pipeline: FacePipeline,
+    observed: list[Observation],
+    scenes: list[Scene],
+    faces: FaceSet,
+    request: CameraRequest,
+    lfw: LfwCheck | None,
+    options: AdaptOptions,
+    distil_options: DistilOptions,
+    progress: bool,
+) -> _Trial:
+    """Camera adaptation: distillation onto the base model's clean vectors, gated on held-out gallery photos
+    damaged like the camera, with a bootstrap interval."""
+    source = f"gallery photos, to {request.target or 'the camera described'}"
+    detail = DetailScale.fit(faces.chips, seed=options.seed)
+    camera, gallery_camera = measure_camera(request, pipeline, observed, detail, progress)
+    noise = float(np.median([o.noise for o in observed]))
+    split = split_faces(faces, options.holdout, hold_back_people=lfw is None, seed=options.seed, source=source)
+    general, general_photos = _general_check(faces, split, lfw)
+    train_chips, train_labels = faces.chips[split.train], faces.labels[split.train]
+
+    def probes(rows: np.ndarray, seed: int) -> Probes:
+        chosen = [scenes[i] for i in rows]
+        return damaged_probes(chosen, faces.labels[rows], camera, pipeline, noise, copies=PROBE_COPIES, seed=seed)
+
+    val, gate = probes(split.val, options.seed + 1), probes(split.gate, options.seed + 2)
+    rng = np.random.default_rng(options.seed + 3)
+    train_scenes = [scenes[i] for i in split.train]
+    damaged = np.stack(
+        [
+            as_camera_shows(train_scenes, camera, pipeline, noise, rng)
+            for _ in tqdm(range(distil_options.damages), desc="damage photos", disable=not progress, leave=False)
+        ]
+    )
+
+    def clean_score(embedder: Embedder) -> float:
+        if lfw is not None:
+            return lfw.accuracy(embedder)
+        vectors = embedder.embed(faces.chips)
+        return identification(vectors, faces.labels, split.general_enroll, split.general_probe)[0]
+
+    before_correct = correct(base, train_chips, train_labels, gate)
+    before = Scores(round(float(before_correct.mean()), 4), round(clean_score(base), 4))
+    training = distil(
+        base,
+        train_chips,
+        train_labels,
+        damaged,
+        (train_chips, train_labels, val),
+        distil_options,
+        progress=progress,
+    )
+    adapted = replace(base, module=training.module)
+    after_correct = correct(adapted, train_chips, train_labels, gate)
+    after = Scores(round(float(after_correct.mean()), 4), round(clean_score(adapted), 4))
+    gain = gain_interval(before_correct, after_correct, gate.photo, seed=options.seed)
+    kept, reason = camera_gate(before, after, gain, options.max_drop)
+
+    def score_map(adapted_model: Embedder) -> ScoreMap:
+        clean = adapted_model.embed(train_chips)
+        return ScoreMap.measure(base.embed(train_chips), clean, train_labels, probes=adapted_model.embed(damaged[0]))
+
+    return _Trial(
+        faces,
+        split,
+        source,
+        general,
+        general_photos,
+        before,
+        after,
+        training.module,
+        training.losses,
+        training.val_accuracy,
+        training.best_epoch,
+        kept,
+        reason,
+        score_map,
+        camera={"target": asdict(camera.summary()), "gallery": asdict(gallery_camera.summary())},
+        gain=gain,
+    )
+
+
 def adapt_gallery(
     gallery_path: Path,
     *,
@@ -465,19 +715,25 @@ def adapt_gallery(
     photos_label: str | None = None,
     lfw: Path | None = None,
     options: AdaptOptions = AdaptOptions(),
+    camera: CameraRequest | None = None,
+    distil_options: DistilOptions = DistilOptions(),
     dry_run: bool = False,
     progress: bool = False,
 ) -> AdaptReport:
     """Train on the gallery's faces (or `photos`), measure, and keep the result only when the gate passes.
 
+    With `camera`, the model is taught that camera by distillation on the gallery's photos (see
+    facerec.distil); without it, it is fine-tuned to the gallery's people in their own photos.
     The gallery's write lock is held throughout, so nothing is enrolled or forgotten while its faces are
     being re-embedded (identify keeps working). Everything is checked before training: the model, every
-    source photo, the amount of data, the LFW folder.
+    source photo, the amount of data, the LFW folder, the target.
     """
     started = time.perf_counter()
     meta = Gallery.read_meta(gallery_path)
     if meta is None:
         raise no_gallery(gallery_path)
+    if camera is not None and photos is not None:
+        raise InputError("--target teaches the model a camera from the gallery's own photos; drop --photos")
     pipeline = base_pipeline(meta, device, settings, min_face_size)
     base = pipeline.embedder
     if lfw is not None and not (lfw / "pairs.txt").is_file():
@@ -486,76 +742,76 @@ def adapt_gallery(
         )
     with Gallery.open_for_write(gallery_path, lock_timeout=settings.lock_timeout_s) as gallery:
         stored = gallery.records()
-        chips = gallery_chips([r for _, r in stored], pipeline, progress)
-        if photos is None:
-            source = f"gallery {gallery_path}"
-            faces = _face_set(chips, [r.person for _, r in stored], [r.sha256 for _, r in stored], base)
-        else:
-            source = photos_label or "the photo folder"
-            faces = photo_faces(photos, pipeline, progress)
-        split = split_faces(faces, options.holdout, hold_back_people=lfw is None, seed=options.seed, source=source)
-        check = LfwCheck(lfw, pipeline, progress) if lfw is not None else None
-        general = (
-            check.description
-            if check
-            else (
-                f"identification among {len(np.unique(faces.labels[split.general_probe]))} people held "
-                f"back from training"
+        records = [r for _, r in stored]
+        persons, hashes = [r.person for r in records], [r.sha256 for r in records]
+        if camera is not None:
+            observed, scenes = gallery_observations(records, pipeline, progress)
+            chips = base.stack([o.chip for o in observed])
+            faces = _face_set(chips, persons, hashes, base)
+            check = LfwCheck(lfw, pipeline, progress) if lfw is not None else None
+            trial = _camera_trial(
+                base, pipeline, observed, scenes, faces, camera, check, options, distil_options, progress
             )
-        )
-
-        before, base_vectors = _measure(base, faces, split, check)
-        training = train(base, faces, split, options, progress=progress)
-        adapted = replace(base, module=training.module)
-        after, adapted_vectors = _measure(adapted, faces, split, check)
-        kept, reason = decide(before, after, options.max_drop)
+        else:
+            chips = gallery_chips(records, pipeline, progress)
+            if photos is None:
+                source, faces = f"gallery {gallery_path}", _face_set(chips, persons, hashes, base)
+            else:
+                source, faces = photos_label or "the photo folder", photo_faces(photos, pipeline, progress)
+            check = LfwCheck(lfw, pipeline, progress) if lfw is not None else None
+            trial = _finetune_trial(base, faces, source, check, options, progress)
+        split = trial.split
         report = AdaptReport(
             gallery=str(gallery_path),
             model=base.spec.name,
             device=base.device,
-            source=source,
-            general_check=general,
+            source=trial.source,
+            general_check=trial.general,
             people=len(np.unique(faces.labels[np.concatenate([split.train, split.gate, split.val])])),
             train_photos=len(split.train),
             gate_photos=len(split.gate),
             val_photos=len(split.val),
-            general_photos=len(check.chips) if check else len(split.general_enroll) + len(split.general_probe),
-            before=before,
-            after=after,
-            epochs_run=len(training.losses),
-            best_epoch=training.best_epoch,
-            losses=training.losses,
-            val_accuracy=training.val_accuracy,
+            general_photos=trial.general_photos,
+            before=trial.before,
+            after=trial.after,
+            epochs_run=len(trial.losses),
+            best_epoch=trial.best_epoch,
+            losses=trial.losses,
+            val_accuracy=trial.val_accuracy,
             seconds=0.0,
-            kept=kept and not dry_run,
-            reason=reason if not (kept and dry_run) else f"would be kept (--dry-run): {reason}",
+            kept=trial.kept and not dry_run,
+            reason=trial.reason if not (trial.kept and dry_run) else f"would be kept (--dry-run): {trial.reason}",
             dry_run=dry_run,
+            camera=trial.camera,
+            gain=list(trial.gain) if trial.gain else None,
         )
-        if kept and not dry_run:
-            score_map = ScoreMap.measure(
-                base_vectors[split.train], adapted_vectors[split.train], faces.labels[split.train]
-            )
+        if trial.kept and not dry_run:
+            adapted = replace(base, module=trial.module)
+            score_map = trial.score_map(adapted)
+            options_used = asdict(distil_options) if camera is not None else asdict(options)
             record = {
                 "model": base.spec.name,
                 "base_weights": str(base.weights_path),
                 "base_weights_sha256": base.weights_sha256,
-                "fingerprint": fingerprint(faces, base, options, general),
+                "fingerprint": fingerprint(
+                    faces,
+                    base,
+                    options_used,
+                    trial.general if trial.camera is None else f"{trial.general}\n{trial.camera}",
+                ),
                 "people": report.people,
-                "source": source,
+                "source": trial.source,
                 "photos": len(faces.labels),
-                "general_check": general,
-                "before": asdict(before),
-                "after": asdict(after),
-                "options": asdict(options),
+                "general_check": trial.general,
+                "before": asdict(trial.before),
+                "after": asdict(trial.after),
+                "options": options_used,
+                "camera": trial.camera,
                 "score_map": asdict(score_map),
                 "device": base.device,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
-            path = save_checkpoint(training.module, record, settings.models_dir)
-            if photos is None:  # the training faces are the gallery's: their vectors were measured already
-                new_vectors, old_vectors = adapted_vectors, lambda: base_vectors
-            else:
-                new_vectors, old_vectors = adapted.embed(chips), lambda: base.embed(chips)
+            path = save_checkpoint(trial.module, record, settings.models_dir)
             adaptation = Adaptation(
                 str(base.weights_path),
                 base.weights_sha256,
@@ -570,12 +826,20 @@ def adapt_gallery(
                         "photos",
                         "general_check",
                         "source",
+                        "camera",
                     )
                 },
                 score_map,
             )
             meta = gallery.meta.adapted(path.resolve(), sha256_file(path), adaptation)
-            _reembed(gallery, stored, new_vectors, old_vectors, meta, veto_vectors(gallery, meta, pipeline, adapted))
+            _reembed(
+                gallery,
+                stored,
+                adapted.embed(chips),
+                lambda: base.embed(chips),
+                meta,
+                veto_vectors(gallery, meta, pipeline, adapted),
+            )
             report.checkpoint = str(path)
             report.thresholds = {"score_map": asdict(score_map)}
     report.seconds = round(time.perf_counter() - started, 1)

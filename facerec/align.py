@@ -61,6 +61,22 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray, weights: np.ndarray |
     return matrix
 
 
+def aligned_scale(
+    landmarks: Sequence[Sequence[float]] | np.ndarray,
+    template: np.ndarray = DLIB_TEMPLATE_150,
+    size: int = 150,
+    weights: np.ndarray = LANDMARK_WEIGHTS,
+) -> float:
+    """How many chip pixels one source pixel becomes in `aligned_chip`: how much a face was enlarged or shrunk."""
+    matrix = similarity_transform(np.asarray(landmarks, np.float64), template * (size / 150.0), weights)
+    return float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+
+
+def facenet_scale(box: tuple[float, float, float, float], *, size: int = 160, margin: int = 14) -> float:
+    """`aligned_scale` for `facenet_chip`: the box grows by the margin and is resized to size x size."""
+    return (size - margin) / max(box[2] - box[0], 1.0)
+
+
 def aligned_chip(
     image: np.ndarray,
     landmarks: Sequence[Sequence[float]] | np.ndarray,

@@ -570,6 +570,11 @@ def info(gallery: Path, device: str, as_json: bool) -> None:
             f"{adapted['before']['new_people']:.4f} -> {adapted['after']['new_people']:.4f}, general check "
             f"{adapted['before']['general']:.4f} -> {adapted['after']['general']:.4f}; base {adapted['base_weights']}"
         )
+        if adapted.get("camera"):  # taught a camera (adapt --target): what it was measured to be
+            from .camera import CameraSummary
+
+            target = CameraSummary(**adapted["camera"]["target"])
+            lines.append(f"adapted to the camera of {target.source}: {target.line()}")
     lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()))
     _emit(as_json, data, "\n".join(lines))
 
@@ -717,11 +722,27 @@ def _watch_text(summary: WatchSummary) -> str:
     help="LFW folder (with pairs.txt) for the general check; without it, some people are held back instead.",
 )
 @click.option(
+    "--target",
+    default=None,
+    metavar="PATH",
+    help="Teach the model this camera: a folder of its photos, a video file or a stream (unlabelled); "
+    "its faces are measured and their damage is done to the gallery's photos.",
+)
+@click.option(
+    "--face-size",
+    type=click.FloatRange(4, 1000),
+    default=None,
+    metavar="PX",
+    help="The camera's faces hold this many pixels across (replaces what --target measured).",
+)
+@click.option("--grey", is_flag=True, default=None, help="The camera gives grey faces (infrared at night).")
+@click.option("--noise", type=click.FloatRange(0, 100), default=None, help="The camera's noise, in grey levels.")
+@click.option("--jpeg", type=click.IntRange(1, 100), default=None, metavar="Q", help="The camera's JPEG quality.")
+@click.option(
     "--epochs",
     type=click.IntRange(1, 200),
-    default=15,
-    show_default=True,
-    help="Most epochs to train (early stopping may end sooner).",
+    default=None,
+    help="Most epochs to train (early stopping may end sooner)  [default: 15; 4 for a camera]",
 )
 @click.option(
     "--holdout",
@@ -748,7 +769,12 @@ def adapt(
     gallery: Path,
     photo_dir: Path | None,
     lfw_dir: Path | None,
-    epochs: int,
+    target: str | None,
+    face_size: float | None,
+    grey: bool | None,
+    noise: float | None,
+    jpeg: int | None,
+    epochs: int | None,
     holdout: float,
     max_drop: float,
     device: str,
@@ -756,14 +782,21 @@ def adapt(
     rollback: bool,
     as_json: bool,
 ) -> None:
-    """Fine-tune the embedder to the gallery's people; keep it only when held-out photos prove it better.
+    """Fine-tune the embedder to the gallery's people or to a camera; keep it only when held-out photos prove it
+    better.
 
-    Reports, before and after, identification of held-out photos of the new people and a general check
-    (LFW pairs with --lfw, else people held back from training). A kept model is saved in the models
-    folder and the gallery is re-embedded with it; --rollback undoes that. Exits 0 whether or not the
-    model was kept (see "kept" in --json).
+    Without --target: fine-tuned to the gallery's people in their own photos. With --target (or --face-size,
+    --grey, --noise, --jpeg): taught the camera by distillation, the base model on each clean gallery photo
+    teaching a copy that sees the photo as the camera would show it.
+
+    Reports, before and after, identification of held-out photos (as the camera shows them, with --target)
+    and a general check (LFW pairs with --lfw, else people held back from training). A kept model is saved
+    in the models folder and the gallery is re-embedded with it; --rollback undoes that. Exits 0 whether or
+    not the model was kept (see "kept" in --json).
     """
-    from .adapt import AdaptOptions
+    from .adapt import AdaptOptions, CameraRequest
+    from .camera import CameraSummary
+    from .distil import DistilOptions
 
     rec = _recognizer(gallery, device=device)
     if rollback:
@@ -775,15 +808,28 @@ def adapt(
             f"{done.restored} faces restored, {done.re_embedded} embedded again",
         )
         return
-    options = AdaptOptions(epochs=epochs, holdout=holdout, max_drop=max_drop)
-    report = rec.adapt(photo_dir, lfw=lfw_dir, options=options, dry_run=dry_run)
+    described = (face_size, grey, noise, jpeg)
+    camera = CameraRequest(target, *described) if target is not None or any(v is not None for v in described) else None
+    options = AdaptOptions(holdout=holdout, max_drop=max_drop, **({"epochs": epochs} if epochs and not camera else {}))
+    distil_options = DistilOptions(**({"epochs": epochs} if epochs else {}))
+    report = rec.adapt(
+        photo_dir, lfw=lfw_dir, options=options, camera=camera, distil_options=distil_options, dry_run=dry_run
+    )
     verdict = "kept" if report.kept else "not kept"
     lines = [
         f"adapted {report.model} on {report.people} people from {report.source} ({report.device}, "
         f"{report.seconds:.0f} s, "
         f"{report.epochs_run} epochs, best {report.best_epoch})",
+    ]
+    if report.camera:
+        lines += [
+            f"  camera:  {CameraSummary(**report.camera['target']).line()}",
+            f"  gallery: {CameraSummary(**report.camera['gallery']).line()}",
+        ]
+    held_out = "held-out photos, as the camera" if report.camera else "new people, held-out photos"
+    lines += [
         f"  {'':<34}{'before':>8}{'after':>8}",
-        f"  {'new people, held-out photos':<34}{report.before.new_people:>8.4f}{report.after.new_people:>8.4f}"
+        f"  {held_out:<34}{report.before.new_people:>8.4f}{report.after.new_people:>8.4f}"
         f"   ({report.gate_photos} photos)",
         f"  {'general check':<34}{report.before.general:>8.4f}{report.after.general:>8.4f}   ({report.general_check})",
         f"{verdict}: {report.reason}",

@@ -46,9 +46,14 @@ class ScoreMap:
         return float(min(0.9999, self.mean + (threshold - self.base_mean) * self.std / self.base_std))
 
     @classmethod
-    def measure(cls, base: np.ndarray, adapted: np.ndarray, labels: np.ndarray) -> ScoreMap:
+    def measure(
+        cls, base: np.ndarray, adapted: np.ndarray, labels: np.ndarray, probes: np.ndarray | None = None
+    ) -> ScoreMap:
+        """From the same faces' vectors under both models. `probes` (row i: face i as the target camera shows
+        it, adapted model) maps onto the scores the camera's strangers get against the clean gallery, so the
+        base model's false-accept rate on clean photos is what the adapted model gives on the camera."""
         different = labels[:, None] != labels[None, :]
-        before, after = (v @ v.T for v in (base, adapted))
+        before, after = base @ base.T, (adapted if probes is None else probes) @ adapted.T
         return cls(
             float(before[different].mean()),
             float(before[different].std() + 1e-6),

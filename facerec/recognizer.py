@@ -30,7 +30,8 @@ from .pipeline import FacePipeline
 from .session import GallerySession
 
 if TYPE_CHECKING:
-    from .adapt import AdaptOptions, AdaptReport, RollbackReport
+    from .adapt import AdaptOptions, AdaptReport, CameraRequest, RollbackReport
+    from .distil import DistilOptions
     from .stream import FrameResult, FrameSource
 
 
@@ -196,11 +197,15 @@ class FaceRecognizer:
         *,
         lfw: str | Path | None = None,
         options: AdaptOptions | None = None,
+        camera: CameraRequest | None = None,
+        distil_options: DistilOptions | None = None,
         dry_run: bool = False,
     ) -> AdaptReport:
-        """Fine-tune the embedder on the gallery's faces (or a labelled photo folder) and keep it only when
-        it identifies held-out photos better without forgetting (see facerec.adapt)."""
+        """Fine-tune the embedder on the gallery's faces (or a labelled photo folder), or teach it a camera
+        (`camera`: its photos or video, and what is known of it), and keep it only when it identifies
+        held-out photos better without forgetting (see facerec.adapt and facerec.distil)."""
         from .adapt import AdaptOptions, adapt_gallery
+        from .distil import DistilOptions
 
         plan = plan_enrollment(Path(photo_dir))[0] if photo_dir is not None else None
         self.session.reload()
@@ -213,6 +218,8 @@ class FaceRecognizer:
             photos_label=str(photo_dir) if photo_dir is not None else None,
             lfw=Path(lfw) if lfw is not None else None,
             options=options or AdaptOptions(),
+            camera=camera,
+            distil_options=distil_options or DistilOptions(),
             dry_run=dry_run,
             progress=self.session.progress,
         )

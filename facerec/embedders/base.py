@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..align import aligned_chip, facenet_chip
+from ..align import aligned_chip, aligned_scale, facenet_chip, facenet_scale
 from ..config import Settings
 from ..detect import Face
 from ..errors import ModelError
@@ -62,6 +62,8 @@ class Family:
     load: Callable[[Path, Path], torch.nn.Module]
     to_input: Callable[[np.ndarray], torch.Tensor]
     chip: Callable[[np.ndarray, Face, ModelSpec], np.ndarray]
+    # Chip pixels per source pixel of a face: what resolution a face had before it became a chip.
+    chip_scale: Callable[[Face, ModelSpec], float]
 
 
 FAMILIES: dict[str, Family] = {
@@ -69,11 +71,13 @@ FAMILIES: dict[str, Family] = {
         load=lambda path, _models_dir: build_facenet(load_state_dict(path), str(path)),
         to_input=facenet_input,
         chip=lambda image, face, spec: facenet_chip(image, face.box, size=spec.input_size, margin=spec.margin),
+        chip_scale=lambda face, spec: facenet_scale(face.box, size=spec.input_size, margin=spec.margin),
     ),
     "dlib": Family(
         load=_load_dlib,
         to_input=_dlib_input,
         chip=lambda image, face, spec: aligned_chip(image, face.landmarks, size=spec.input_size),
+        chip_scale=lambda face, spec: aligned_scale(face.landmarks, size=spec.input_size),
     ),
 }
 
@@ -90,6 +94,10 @@ class Embedder:
     def chip(self, image: np.ndarray, face: Face) -> np.ndarray:
         """The model's input for one face of an RGB image."""
         return FAMILIES[self.spec.family].chip(image, face, self.spec)
+
+    def face_width(self, face: Face) -> float:
+        """The face's detector-box width in chip pixels (its width in the photo times the chip's enlargement)."""
+        return (face.box[2] - face.box[0]) * FAMILIES[self.spec.family].chip_scale(face, self.spec)
 
     def stack(self, chips: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         """Chips as one (N, H, W, 3) uint8 array; none gives an empty array of the model's chip shape."""

@@ -1,0 +1,255 @@
+"""Teaching the embedder a camera: knowledge distillation from the base model on the gallery's clean photos.
+
+The base model on a clean chip is the teacher; a copy (the student) sees the same chip damaged as the
+target camera would show it (`camera.Camera.damage`) and learns to land on the teacher's vector, so the
+camera's faces come out where the gallery's photos of the same people are. No labels are needed, which is
+what makes two or three photos per person enough: each photo is one more point whose position the student
+must keep.
+
+Measured choices (bench/adapt.py, dlib-resnet, LFW at 40 px; see the module docstring of bench/adapt.py):
+
+* The loss is contrastive (InfoNCE): the student's vector of a damaged chip must pick its own teacher
+  vector out of every training photo's, at temperature 0.02. A plain cosine-to-teacher loss collapsed every
+  vector onto the mean (dlib's raw vectors share a large common component), and InfoNCE against other
+  photos is what keeps them apart. The identity term is a mask: the same person's other photos are left
+  out of the negatives. Without it the loss pushed a person's photos apart, and the gallery's own people
+  got worse (0.830 -> 0.817 at 40 px) while people outside it got better.
+* A clean term, the same loss on the undamaged chip, keeps the student a good model of clean photos (the
+  gallery is embedded from clean photos by the student too), and a pull toward the base weights (L2-SP)
+  limits forgetting further.
+* Every layer learns: what a camera changes (resolution, blur, noise, grey) is in the early features.
+* Early stopping on held-out gallery photos damaged the same way; the network stays in eval mode (dlib's
+  batch norms are fixed affine layers); fixed seed; mixed precision on a GPU.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .camera import Camera
+from .detect import Face, iou
+from .embedders.base import FAMILIES, Embedder
+from .pipeline import FacePipeline
+from .vectors import group_means
+
+
+@dataclass(frozen=True)
+class DistilOptions:
+    """How to distil; the defaults were chosen on LFW at 40 and 64 px (bench/adapt.py), not on any gate set."""
+
+    epochs: int = 4
+    lr: float = 1e-5
+    temperature: float = 0.02
+    clean_weight: float = 1.0  # the clean chip's distance to its teacher vector: the guard against forgetting
+    align: float = 1.0  # the damaged chip's distance to its teacher vector, beside the InfoNCE ranking
+    anchor: float = 0.0  # L2-SP: weight of the squared distance to the base weights
+    damages: int = 4  # damaged copies of each training photo (made once; each epoch goes through all)
+    batch_size: int = 32
+    patience: int = 2  # epochs without a better held-out score before stopping
+    seed: int = 0
+
+
+@dataclass
+class Scene:
+    """An enrolled face with its surroundings (a region of its photo): what a camera's damage is done to."""
+
+    image: np.ndarray  # RGB uint8 region of the photo
+    face: Face  # the face, in the region's coordinates
+
+
+def scene(image: np.ndarray, face: Face, margin: float = 0.6) -> Scene:
+    """The face and `margin` of its width around it on every side: enough for the detector to find it again,
+    and a bounded amount of memory whatever the photo's size."""
+    x1, y1, x2, y2 = face.box
+    grow = margin * max(x2 - x1, y2 - y1)
+    left, top = max(int(x1 - grow), 0), max(int(y1 - grow), 0)
+    right, bottom = min(int(np.ceil(x2 + grow)), image.shape[1]), min(int(np.ceil(y2 + grow)), image.shape[0])
+    moved = Face(
+        (x1 - left, y1 - top, x2 - left, y2 - top),
+        face.score,
+        tuple((x - left, y - top) for x, y in face.landmarks),
+    )
+    return Scene(np.ascontiguousarray(image[top:bottom, left:right]), moved)
+
+
+def as_camera_shows(
+    scenes: list[Scene], camera: Camera, pipeline: FacePipeline, gallery_noise: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Each scene damaged by the camera, its face detected and aligned again (landmarks found on a small face
+    are less exact, and that is part of what the student must learn); a face the detector misses is aligned
+    where it was."""
+    chips = []
+    for item in scenes:
+        damaged = camera.damage(item.image, item.face.box, gallery_noise, rng)
+        overlap, found = max(
+            ((iou(f.box, item.face.box), f) for f in pipeline.detect(damaged)), key=lambda p: p[0], default=(0.0, None)
+        )
+        chips.append(pipeline.chip(damaged, found if found is not None and overlap >= 0.3 else item.face))
+    return pipeline.embedder.stack(chips)
+
+
+@dataclass
+class Probes:
+    """Held-out photos as the camera would show them, fixed once so every model is measured on the same ones."""
+
+    chips: np.ndarray  # damaged chips
+    labels: np.ndarray  # person of each
+    photo: np.ndarray  # which held-out photo each is a damaged copy of (for the bootstrap)
+
+
+def damaged_probes(
+    scenes: list[Scene],
+    labels: np.ndarray,
+    camera: Camera,
+    pipeline: FacePipeline,
+    gallery_noise: float,
+    *,
+    copies: int,
+    seed: int,
+) -> Probes:
+    rng = np.random.default_rng(seed)
+    damaged = [as_camera_shows(scenes, camera, pipeline, gallery_noise, rng) for _ in range(copies)]
+    return Probes(
+        np.concatenate(damaged) if damaged else pipeline.embedder.stack([]),
+        np.tile(labels, copies),
+        np.tile(np.arange(len(scenes)), copies),
+    )
+
+
+def _margins(embedder: Embedder, enroll: np.ndarray, enroll_labels: np.ndarray, probes: Probes) -> np.ndarray:
+    """Each damaged probe's similarity to its own person's centroid of the clean enrolled photos, less the
+    best other person's: positive where it is identified right."""
+    people, rows = np.unique(enroll_labels, return_inverse=True)
+    sims = embedder.embed(probes.chips) @ group_means(embedder.embed(enroll), rows, len(people)).T
+    where = np.arange(len(sims)), np.searchsorted(people, probes.labels)
+    own = sims[where].copy()
+    sims[where] = -np.inf
+    return own - sims.max(axis=1)
+
+
+def correct(embedder: Embedder, enroll: np.ndarray, enroll_labels: np.ndarray, probes: Probes) -> np.ndarray:
+    """Whether each damaged probe's nearest centroid of the clean enrolled photos is its own person."""
+    if len(probes.chips) == 0:
+        return np.zeros(0, bool)
+    return _margins(embedder, enroll, enroll_labels, probes) > 0
+
+
+def gain_interval(
+    before: np.ndarray, after: np.ndarray, photo: np.ndarray, *, rounds: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """The accuracy gain and its 95% bootstrap interval, resampling held-out photos (a photo's damaged copies
+    go together: they are not independent)."""
+    if len(before) == 0:
+        return float("nan"), float("nan"), float("nan")
+    photos, rows = np.unique(photo, return_inverse=True)
+    per_photo = np.bincount(rows, weights=after.astype(float) - before.astype(float), minlength=len(photos))
+    counts = np.bincount(rows, minlength=len(photos)).astype(float)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(len(photos), size=(rounds, len(photos)))
+    gains = per_photo[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    low, high = np.percentile(gains, [2.5, 97.5])
+    return float(per_photo.sum() / counts.sum()), float(low), float(high)
+
+
+@dataclass
+class Distillation:
+    module: torch.nn.Module
+    losses: list[float]
+    val_accuracy: list[float]
+    best_epoch: int  # 0: no epoch beat the base model on the early-stopping photos
+
+
+def distil(
+    base: Embedder,
+    chips: np.ndarray,
+    labels: np.ndarray,
+    damaged: np.ndarray,
+    val: tuple[np.ndarray, np.ndarray, Probes],
+    options: DistilOptions,
+    *,
+    progress: bool,
+) -> Distillation:
+    """Distil a copy of the base network on `chips` (clean training chips of people `labels`; `damaged`, of
+    shape (copies, N, H, W, 3): the same faces as the camera shows them, see `as_camera_shows`). Returns the
+    epoch that did best on `val` (clean enrolled chips, their labels, damaged held-out probes), epoch 0
+    being the base network itself."""
+    torch.manual_seed(options.seed)
+    rng = np.random.default_rng(options.seed)
+    device = base.device
+    module = copy.deepcopy(base.module).eval()
+    params = [p for p in module.parameters()]
+    for param in params:
+        param.requires_grad_(True)
+    anchors = [p.detach().clone() for p in params] if options.anchor else []
+    to_input = FAMILIES[base.spec.family].to_input
+    student = replace(base, module=module)
+    bank = torch.from_numpy(base.embed(chips)).to(device)  # the teacher's unit vectors, fixed
+    people = torch.from_numpy(np.asarray(labels)).to(device)
+    optimiser = torch.optim.Adam(params, lr=options.lr)
+    cuda = device.startswith("cuda")
+    amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda and amp_dtype == torch.float16)
+
+    def score() -> tuple[float, float]:
+        """Accuracy, then the mean margin to break ties (on a few held-out photos accuracy often ties)."""
+        if len(val[2].chips) == 0:
+            return float("nan"), float("nan")
+        margins = _margins(student, *val)
+        return float(np.mean(margins > 0)), float(np.mean(margins))
+
+    best, best_state, best_epoch, stale = score(), copy.deepcopy(module.state_dict()), 0, 0
+    losses: list[float] = []
+    val_accuracy = [best[0]]
+    copies = len(damaged)
+    steps = -(-len(chips) * copies // options.batch_size)
+    bar = tqdm(total=options.epochs * steps, desc="adapt (distil)", unit="step", disable=not progress, leave=False)
+    for epoch in range(1, options.epochs + 1):
+        order = rng.permutation(len(chips) * copies)
+        total = 0.0
+        for start in range(0, len(order), options.batch_size):
+            picked = order[start : start + options.batch_size]
+            copy_of, rows = picked // len(chips), picked % len(chips)
+            batch = torch.cat([to_input(damaged[copy_of, rows]), to_input(chips[rows])]).to(device)
+            targets = torch.from_numpy(rows).to(device)
+            with torch.autocast("cuda", dtype=amp_dtype, enabled=cuda):
+                vectors = F.normalize(module(batch).float(), dim=1)
+            # The person's other photos are no negatives: pushing them away would undo who is who.
+            other_photos = (people[targets][:, None] == people[None, :]) & (
+                torch.arange(len(chips), device=device)[None, :] != targets[:, None]
+            )
+            logits = (vectors @ bank.T / options.temperature).masked_fill(other_photos.repeat(2, 1), -1e4)
+            # InfoNCE only ranks: it is met as well by moving every vector off the teacher's common component,
+            # which the clean gallery and the base model's thresholds would not follow. The distance to the
+            # teacher's own vector (1 - cosine, on the logits' scale) keeps the student where the teacher is.
+            distance = (1.0 - (vectors * bank[targets].repeat(2, 1)).sum(dim=1)) / options.temperature
+            loss = F.cross_entropy(logits[: len(rows)], targets) + options.align * distance[: len(rows)].mean()
+            loss = loss + options.clean_weight * distance[len(rows) :].mean()
+            if anchors:
+                loss = loss + options.anchor * sum(((p - a) ** 2).sum() for p, a in zip(params, anchors))
+            optimiser.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimiser)
+            scaler.update()
+            total += loss.item() * len(rows)
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", held_out=f"{val_accuracy[-1]:.3f}")
+        losses.append(round(total / len(order), 4))
+        measured = score()
+        val_accuracy.append(measured[0])
+        if measured > best:
+            best, best_state, best_epoch, stale = measured, copy.deepcopy(module.state_dict()), epoch, 0
+        else:
+            stale += 1
+            if stale >= options.patience:
+                break
+    bar.close()
+    module.load_state_dict(best_state)
+    for param in params:
+        param.requires_grad_(False)
+    return Distillation(module, losses, [round(a, 4) for a in val_accuracy], best_epoch)
