@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -384,8 +386,61 @@ def watch(
         raise KeyboardInterrupt
 
 
-def _display_available() -> bool:
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+_TITLE = "facerec"
+# Tried in a child process: the Qt of the Linux OpenCV wheels aborts the whole process when it cannot
+# reach the display (a stale DISPLAY after ssh or tmux, missing X libraries), which no exception catches.
+_WINDOW_PROBE = """
+import sys
+import cv2
+try:
+    cv2.namedWindow("facerec-probe", cv2.WINDOW_AUTOSIZE)
+except cv2.error as exc:  # a build without GUI, or GTK's way of saying it cannot reach the display
+    sys.exit(3 if "not implemented" in str(exc) else str(exc).strip())
+cv2.destroyAllWindows()
+"""
+_NO_GUI = 3
+
+
+def _window_wanted() -> bool:
+    """True when a display is set and a window opens on it; False without a display (the run goes on
+    headless); InputError when a display is set but no window can be opened there."""
+    display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    if not display:
+        return False
+    try:
+        probe = subprocess.run([sys.executable, "-c", _WINDOW_PROBE], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        reason = "it did not answer within 60 s"
+    else:
+        if probe.returncode == 0:
+            return True
+        if probe.returncode == _NO_GUI:
+            raise InputError(
+                "cannot open a window: this OpenCV has no GUI support (opencv-python-headless?); "
+                "install opencv-python, or use --no-window"
+            )
+        lines = [line.strip() for line in probe.stderr.splitlines() if line.strip() and "font" not in line.lower()]
+        reason = lines[0] if lines else f"the window test ended with code {probe.returncode}"
+    raise InputError(f"cannot open a window on display {display}: {reason}; check DISPLAY, or use --no-window")
+
+
+def _window_quit() -> bool:
+    """`q` or Esc pressed, or the window closed with its title-bar button (which would otherwise just
+    reopen it on the next frame): Qt forgets a closed window, other back ends report it hidden."""
+    if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+        return True
+    try:
+        return cv2.getWindowProperty(_TITLE, cv2.WND_PROP_VISIBLE) < 1
+    except cv2.error:
+        return True
+
+
+RATE_COLOUR = (255, 255, 0)  # RGB yellow: reads on faces, walls and the dark
+
+
+def draw_rate(image: np.ndarray, rate: float) -> None:
+    """The frame rate in the top left corner of an RGB frame, in place."""
+    cv2.putText(image, f"{rate:.1f} fps", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, RATE_COLOUR, 2, cv2.LINE_AA)
 
 
 def run_watch(
@@ -397,21 +452,22 @@ def run_watch(
     events_file: Path | None = None,
     on_frame: Callable[[FrameResult], None] | None = None,
 ) -> WatchSummary:
-    """Show, record and log a stream of results; returns the summary. Ctrl-C and `q` end it cleanly:
-    the recording is finalised and every track that appeared gets its leave event."""
+    """Show, record and log a stream of results; returns the summary. Ctrl-C, `q` and closing the window
+    end it cleanly: the recording is finalised and every track that appeared gets its leave event."""
     from .annotate import draw_matches
 
-    window = window and _display_available()
+    window = window and _window_wanted()
     writer, events_out = None, None
     if events_file is not None:
         events_out = open(events_file, "a", encoding="utf-8")
     frames, faces, started = 0, 0, time.monotonic()
+    shown: deque[float] = deque(maxlen=30)  # when the last frames were drawn: the rate shown is the current one
     people: dict[str, float] = {}
     unknown_tracks = tracks = 0
-    interrupted = False
+    interrupted = quit_asked = False
 
     def handle(result: FrameResult) -> bool:
-        nonlocal frames, faces, writer, unknown_tracks, tracks, interrupted
+        nonlocal frames, faces, writer, unknown_tracks, tracks, quit_asked
         for event in result.events:
             if events_out is not None:
                 events_out.write(json.dumps(event, ensure_ascii=False) + "\n")
@@ -423,16 +479,16 @@ def run_watch(
                 else:
                     people[event["name"]] = people.get(event["name"], 0.0) + event["last_seen"] - event["first_seen"]
         if result.end:
-            interrupted = interrupted or result.interrupted
             return True
         frames += 1
         faces += len(result.faces)
         if on_frame is not None:
             on_frame(result)
         if record is not None or window:
-            rate = frames / max(time.monotonic() - started, 1e-6)
+            shown.append(time.monotonic())
             drawn = draw_matches(result.image, result.faces)
-            cv2.putText(drawn, f"{rate:.1f} fps", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 0), 2, cv2.LINE_AA)
+            if len(shown) > 1:
+                draw_rate(drawn, (len(shown) - 1) / max(shown[-1] - shown[0], 1e-6))
             bgr = cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)
             if record is not None:
                 if writer is None:
@@ -442,22 +498,31 @@ def run_watch(
                         raise InputError(f"cannot write video {record}; check the folder and use a .mp4 name")
                 writer.write(bgr)
             if window:
-                cv2.imshow("facerec", bgr)
-                if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
-                    return True
+                if frames == 1:  # the window is the frame: no toolbar or status bar around it
+                    cv2.namedWindow(_TITLE, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
+                cv2.imshow(_TITLE, bgr)
+                quit_asked = _window_quit()
+                return quit_asked
         return False
+
+    def close_tracks() -> None:
+        """The generator's last word, asked for with the KeyboardInterrupt it handles: the leave events."""
+        try:
+            handle(results.throw(KeyboardInterrupt))
+        except (KeyboardInterrupt, StopIteration):
+            pass
 
     try:
         try:
             for result in results:
                 if handle(result):
+                    interrupted = result.interrupted  # Ctrl-C reached the generator first
                     break
         except KeyboardInterrupt:
             interrupted = True
-            try:
-                handle(results.throw(KeyboardInterrupt))  # the generator's last word: leave events
-            except (KeyboardInterrupt, StopIteration):
-                pass
+            close_tracks()
+        if quit_asked:
+            close_tracks()
     finally:
         if writer is not None:
             writer.release()

@@ -338,13 +338,17 @@ def test_ctrl_c_leaves_complete_recording_and_events(video_gallery, shared, tmp_
 
 
 def test_window_q_quits(monkeypatch):
-    """With a display, frames are shown and `q` ends the run cleanly (cv2's window calls stand in)."""
+    """With a display, frames are shown and `q` ends the run cleanly (cv2's window calls stand in; the real
+    window is tested in test_window.py)."""
     import cv2
 
+    from facerec import stream
     from facerec.stream import FrameResult, TrackedFace, run_watch
 
     shown, keys = [], iter([-1, -1, ord("q")])
-    monkeypatch.setenv("DISPLAY", ":99")
+    monkeypatch.setattr(stream, "_window_wanted", lambda: True)
+    monkeypatch.setattr(cv2, "namedWindow", lambda title, flags: shown.append("opened"))
+    monkeypatch.setattr(cv2, "getWindowProperty", lambda title, prop: 1.0)
     monkeypatch.setattr(cv2, "imshow", lambda title, image: shown.append(image.shape))
     monkeypatch.setattr(cv2, "waitKey", lambda delay: next(keys))
     monkeypatch.setattr(cv2, "destroyAllWindows", lambda: shown.append("closed"))
@@ -352,4 +356,4 @@ def test_window_q_quits(monkeypatch):
     face = TrackedFace(1, [1, 1, 20, 20], "alice", 0.97)
     results = (FrameResult(i, i / 25, [face], [], image) for i in range(10))
     summary = run_watch(results, 25.0, window=True)
-    assert summary.frames == 3 and shown == [(48, 64, 3)] * 3 + ["closed"]
+    assert summary.frames == 3 and shown == ["opened"] + [(48, 64, 3)] * 3 + ["closed"]
