@@ -148,9 +148,10 @@ class FrameSource:
 
     # -- files -------------------------------------------------------------------------------------
     def _file_frames(self) -> Iterator[Frame]:
-        start, index = time.monotonic(), 0
+        start: float | None = None  # the pacing clock starts once the first frame is processed (models load on it)
+        index = 0
         while True:
-            if self.realtime:  # skip what we are late for, wait for what is early
+            if self.realtime and start is not None:  # skip what we are late for, wait for what is early
                 due = start + index / self.fps
                 while time.monotonic() - due > 1.0 / self.fps and self._capture.grab():
                     index += 1
@@ -162,6 +163,8 @@ class FrameSource:
             if not ok or frame is None:
                 return
             yield Frame(index, index / self.fps, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+            if start is None:
+                start = time.monotonic() - index / self.fps
             index += 1
 
     def __iter__(self) -> Iterator[Frame]:
