@@ -64,6 +64,9 @@ class Settings:
     # Threads that read, decode and detect ahead of the embedding in enroll and identify.
     workers: int = 2
     lock_timeout_s: float = 30.0
+    # facerec watch searches the whole frame this often (seconds of video or capture time) and only around
+    # the faces it tracks in between: it bounds how late a face entering the view is found (regions.py).
+    watch_full_pass_s: float = 0.15
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -104,4 +107,5 @@ ENVIRONMENT: dict[str, tuple[str, type, float, float]] = {
     "batch_size": ("FACEREC_BATCH_SIZE", int, 1, 4096),
     "workers": ("FACEREC_WORKERS", int, 1, 64),
     "lock_timeout_s": ("FACEREC_LOCK_TIMEOUT", float, 0.0, 86_400),
+    "watch_full_pass_s": ("FACEREC_WATCH_FULL_PASS", float, 0.0, 60.0),
 }

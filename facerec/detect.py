@@ -7,6 +7,7 @@ the results mapped back; everything returned is in the coordinates of the image 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -37,6 +38,15 @@ class Face:
     @property
     def area(self) -> float:
         return max(self.width, 0.0) * max(self.height, 0.0)
+
+
+@dataclass(frozen=True)
+class Region:
+    """A part of an image to search: integer (x1, y1, x2, y2) pixels, and the smallest face looked for
+    there (image pixels), which sets how much MTCNN shrinks it."""
+
+    box: tuple[int, int, int, int]
+    min_face: int
 
 
 @dataclass(frozen=True)
@@ -88,6 +98,41 @@ class Detector:
         return [
             self._faces(boxes, points, scale, image) for (boxes, points), scale, image in zip(found, scales, images)
         ]
+
+    def detect_regions(self, image: np.ndarray, regions: Sequence[Region]) -> list[Face]:
+        """The faces inside some parts of an image, in its coordinates, sorted by decreasing area: what a
+        video tracker searches between full passes (see `regions`).
+
+        Each region goes through MTCNN at its own smallest face, all of them in one batch. A face cut by
+        a region's edge (one that is not the image's edge) is dropped: its box and landmarks would be
+        guessed, and it is found whole in its own region or by the next full pass. A face found in two
+        overlapping regions is kept once.
+        """
+        from . import mtcnn
+
+        if not regions:
+            return []
+        height, width = image.shape[:2]
+        crops = [np.ascontiguousarray(image[y1:y2, x1:x2]) for x1, y1, x2, y2 in (r.box for r in regions)]
+        minimums = [max(_PNET_WINDOW, r.min_face) for r in regions]
+        found = mtcnn.detect_many(crops, minimums, device=self.device)
+        boxes, points = [], []
+        for (x1, y1, x2, y2), (b, p) in zip((r.box for r in regions), found):
+            b, p = b.reshape(-1, 5), p.reshape(-1, 5, 2)
+            cut = (
+                ((b[:, 0] < 0) & (x1 > 0))
+                | ((b[:, 1] < 0) & (y1 > 0))
+                | ((b[:, 2] > x2 - x1) & (x2 < width))
+                | ((b[:, 3] > y2 - y1) & (y2 < height))
+            )
+            boxes.append(b[~cut] + (x1, y1, x1, y1, 0))
+            points.append(p[~cut] + (x1, y1))
+        faces = self._faces(np.concatenate(boxes), np.concatenate(points), 1.0, image)
+        kept: list[Face] = []
+        for face in sorted(faces, key=lambda f: -f.score):
+            if all(iou(face.box, other.box) < 0.5 for other in kept):
+                kept.append(face)
+        return sorted(kept, key=lambda f: f.area, reverse=True)
 
     def _faces(self, boxes: np.ndarray, points: np.ndarray, scale: float, image: np.ndarray) -> list[Face]:
         height, width = image.shape[:2]

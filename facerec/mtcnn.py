@@ -33,8 +33,9 @@ THRESHOLDS = (0.6, 0.7, 0.7)
 FACTOR = 0.709
 PNET_WINDOW = 12
 
-# P-Net runs on small canvases (CANVAS_HEIGHT rows, at least CANVAS_WIDTH wide): levels taller than a
-# canvas are cut into overlapping bands, and bands/levels are packed side by side. Small canvases keep
+# P-Net runs on small canvases (CANVAS_HEIGHT rows, CANVAS_WIDTH wide or a wider level's width; a small
+# pyramid's only as wide as its levels side by side, 4x less P-Net for a video region): levels taller than
+# a canvas are cut into overlapping bands, and bands/levels are packed side by side. Small canvases keep
 # the activations in cache, which on a 2-core machine is worth ~2x over one call per level; all canvases
 # of a call share one shape, so oneDNN's primitives are reused. R-Net / O-Net take RNET_CHUNK /
 # ONET_CHUNK boxes per call for the same reason (~1.6x / ~1.9x over 512-box calls).
@@ -192,7 +193,10 @@ def _pieces(lv: _Level, band: int) -> list[_Piece]:
 def _plan(levels: list[_Level]) -> tuple[list[_Piece], list[int], int, int]:
     """Cut levels into pieces and pack them into canvases of one shape (first-fit decreasing on
     shelves). Returns (pieces, canvas heights, W, number of canvases)."""
-    width = max(CANVAS_WIDTH, max(_even(lv.w + 1) for lv in levels))
+    # A pyramid narrower than a canvas (a video region's) gets one only as wide as its levels side by side,
+    # rounded up to 64 columns so that shapes repeat.
+    side_by_side = -(-sum(_even(lv.w + 1) for lv in levels) // 64) * 64
+    width = max(min(CANVAS_WIDTH, side_by_side), max(_even(lv.w + 1) for lv in levels))
     height = CANVAS_HEIGHT
     pieces = [p for lv in levels for p in _pieces(lv, height)]
     pieces.sort(key=lambda p: (-p.ph, -p.level.w))

@@ -3,9 +3,10 @@
 What runs when (see the README for what it costs):
 - every frame: read (a capture thread keeps only the newest frame of a live source, so latency never
   grows), match the current face boxes to tracks;
-- every `detect_every`-th frame: MTCNN, whose image pyramid starts at 12/min_face of the frame (a 40 px
-  minimum face: 30% size and below), so faces of 50 px in 1280x720 are still found — quarter-size
-  detection, the usual webcam recipe, loses them;
+- every `detect_every`-th frame: MTCNN (`regions.FrameScanner`): on the whole frame every few tenths of a
+  second, its image pyramid starting at 12/min_face of the frame (a 40 px minimum face: 30% size and
+  below), so faces of 50 px in 1280x720 are still found — quarter-size detection, the usual webcam
+  recipe, loses them; in between only around the tracked faces, at a scale set by each face's size;
 - per track, not per frame: a few quick embeddings when it appears, then one re-check a second; its name
   is the majority vote over its recent embeddings, so names do not flicker between frames.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -30,6 +32,7 @@ import numpy as np
 from .decision import UNKNOWN
 from .detect import Detector, Face, iou
 from .errors import InputError, Interrupted, NoFaceError, SourceError, StreamLostError
+from .regions import FrameScanner
 from .vectors import normalise
 
 PENDING = "…"
@@ -66,8 +69,8 @@ class FrameSource:
 
     A live source is read by a thread that keeps only the newest frame; when it fails, the thread
     reconnects with growing pauses and gives up after `reconnect_timeout` seconds (StreamLostError).
-    A file is read frame by frame, as fast as it can be processed, or paced at its own frame rate with
-    `realtime` (frames are skipped when processing falls behind).
+    A file is read as fast as it can be processed (a thread decodes a few frames ahead), or paced at its
+    own frame rate with `realtime` (frames are skipped when processing falls behind).
     """
 
     def __init__(
@@ -97,6 +100,7 @@ class FrameSource:
         self._done = threading.Event()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._ahead: queue.Queue[Frame | None] = queue.Queue(maxsize=4)
 
     # -- live sources ------------------------------------------------------------------------------
     def _reader(self) -> None:
@@ -147,11 +151,11 @@ class FrameSource:
             yield Frame(index, when, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
 
     # -- files -------------------------------------------------------------------------------------
-    def _file_frames(self) -> Iterator[Frame]:
+    def _paced_frames(self) -> Iterator[Frame]:
         start: float | None = None  # the pacing clock starts once the first frame is processed (models load on it)
         index = 0
         while True:
-            if self.realtime and start is not None:  # skip what we are late for, wait for what is early
+            if start is not None:  # skip what we are late for, wait for what is early
                 due = start + index / self.fps
                 while time.monotonic() - due > 1.0 / self.fps and self._capture.grab():
                     index += 1
@@ -167,8 +171,33 @@ class FrameSource:
                 start = time.monotonic() - index / self.fps
             index += 1
 
+    def _read_ahead(self) -> None:
+        index = 0
+        while not self._done.is_set():
+            ok, frame = self._capture.read()
+            item = Frame(index, index / self.fps, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)) if ok else None
+            while not self._done.is_set():
+                try:
+                    self._ahead.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    pass
+            if item is None:
+                return
+            index += 1
+
+    def _fast_frames(self) -> Iterator[Frame]:
+        """Every frame of a file, decoded by a thread a few frames ahead of the caller (OpenCV releases
+        the GIL): decoding 1920x1080 is a tenth of the time a frame takes, and the other core is free."""
+        self._thread = threading.Thread(target=self._read_ahead, name="facerec-decode", daemon=True)
+        self._thread.start()
+        while (item := self._ahead.get()) is not None:
+            yield item
+
     def __iter__(self) -> Iterator[Frame]:
-        return self._live_frames() if self.live else self._file_frames()
+        if self.live:
+            return self._live_frames()
+        return self._paced_frames() if self.realtime else self._fast_frames()
 
     def close(self) -> None:
         self._done.set()
@@ -357,14 +386,13 @@ def one_name_per_person(faces: list[TrackedFace]) -> None:
             best[face.name] = face
 
 
-def watch(
-    frames: Iterable[Frame], detector: Detector, tracker: Tracker, *, detect_every: int = 2
-) -> Generator[FrameResult, None, None]:
-    """Per-frame results (faces with their track's current name, and events) for any frame iterable."""
+def watch(frames: Iterable[Frame], scanner: FrameScanner, tracker: Tracker) -> Generator[FrameResult, None, None]:
+    """Per-frame results (faces with their track's current name, and events) for any frame iterable; the
+    scanner decides what of each frame is searched for faces."""
     last, interrupted, detected_at = None, False, None
     try:
-        for n, frame in enumerate(frames):
-            faces = detector.detect(frame.image) if n % detect_every == 0 else None
+        for frame in frames:
+            faces = scanner.scan(frame.image, frame.time, [(t.face.box, t.last_seen) for t in tracker.tracks.values()])
             detected_at = frame.time if faces is not None else detected_at
             events = tracker.update(frame.image, frame.time, faces)
             # Only faces the last detection saw: a track kept alive to re-find its face is not drawn.

@@ -7,15 +7,21 @@ embeds with the session's pipeline and names with its video policy (stricter tha
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
+from dataclasses import replace
 
 import numpy as np
 
 from .gallery import validate_name
+from .regions import FrameScanner
 from .session import GallerySession
 from .stream import FrameResult, FrameSource, Tracker, collect_enrollment_frames, watch
 
 # A 40 px smallest face: MTCNN's pyramid then starts at 12/40 of the frame, what keeps 720p live.
 VIDEO_MIN_FACE = 40
+# Frames up to this side are searched as they are: with a 40 px smallest face the pyramid starts at 30%
+# of the frame either way, and shrinking 1920x1080 to the photos' 1600 (INTER_AREA) cost as much as a
+# fifth of a full pass.
+VIDEO_MAX_SIDE = 1920
 
 
 def vector_namer(
@@ -49,18 +55,28 @@ def watch_source(
 ) -> Generator[FrameResult, None, None]:
     """Per-frame results (faces, track names, appear/leave events) for a camera index, video file or stream
     URL (or an open `stream.FrameSource`). The last result has `end` set and carries the leave events of
-    the tracks still open."""
+    the tracks still open. The whole frame is searched every `Settings.watch_full_pass_s` seconds, only
+    around the tracked faces in between (see `regions`)."""
     pipeline = session.pipeline.with_min_face(min_face)
+    detector = replace(pipeline.detector, max_side=max(pipeline.detector.max_side, VIDEO_MAX_SIDE))
+    scanner = FrameScanner(detector, full_every=session.settings.watch_full_pass_s, detect_every=detect_every)
     tracker = Tracker(pipeline.vectors, vector_namer(session, threshold, max_false_accept))
     frames = (
         source
         if isinstance(source, FrameSource)
         else FrameSource(str(source), realtime=realtime, reconnect_timeout=reconnect_timeout, on_status=on_status)
     )
+    import torch
+
+    # The capture or decoding thread gets a core of its own: on 2 cores, MTCNN on 2 torch threads that
+    # compete with it (or with anything else running) was several times slower, not faster (bench/stream.py).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads - 1))
     try:
-        yield from watch(frames, pipeline.detector, tracker, detect_every=detect_every)
+        yield from watch(frames, scanner, tracker)
     finally:
         frames.close()
+        torch.set_num_threads(threads)
 
 
 def enroll_from_camera(
