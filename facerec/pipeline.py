@@ -29,10 +29,11 @@ if TYPE_CHECKING:
     from .embedders.base import Embedder
 
 # Photos that enroll and identify detect in one call of the cascade. Small photos gain most from sharing
-# its P-Net canvases and R-/O-Net batches (LFW's 250x250 about 1.7x, 480-pixel photos 1.5x at 4 to 8 a
-# call, bench/throughput.py); a photo whose detection image has a million pixels or more gains nothing, so
-# a batch closes at that many, which keeps its memory and its time (what Ctrl-C waits for) to about
-# one large photo's.
+# its P-Net canvases and R-/O-Net batches (measured on one thread: 48 LFW photos 1.7x, 29 photos of
+# ../shared resized to 480 px 1.6x, at 4 to 8 a call; the enroll and identify rows of bench/throughput.py
+# and bench/compare.py include it); a photo whose detection image has a million pixels or more gains
+# nothing, so a batch closes at that many, which keeps its memory and its time (what Ctrl-C waits for)
+# to about one large photo's.
 BATCH_PHOTOS = 8
 BATCH_PIXELS = 1_000_000
 
@@ -90,7 +91,10 @@ def _in_reduced(face: Face, factor: int) -> Face:
     def to(v: float) -> float:
         return (v + 0.5) / factor - 0.5
 
-    return replace(face, box=tuple(to(v) for v in face.box), landmarks=tuple((to(x), to(y)) for x, y in face.landmarks))  # type: ignore[arg-type]
+    x1, y1, x2, y2 = face.box
+    return replace(
+        face, box=(to(x1), to(y1), to(x2), to(y2)), landmarks=tuple((to(x), to(y)) for x, y in face.landmarks)
+    )
 
 
 class FacePipeline:
@@ -211,9 +215,9 @@ class FacePipeline:
     def detect_photos(self, photos: Sequence[ReducedPhoto]) -> list[list[Face]]:
         """Every face of each photo (decoded, not skipped), largest first, in full-resolution coordinates;
         the photos go through the detector together."""
-        images = [photo.image for photo in photos]
-        assert all(image is not None for image in images)
-        return self.detector.detect_many([r.pixels for r in images if r], [r.size for r in images if r])
+        reduced = [photo.image for photo in photos if photo.image is not None]
+        assert len(reduced) == len(photos), "a photo skipped by hash has no pixels to detect on"
+        return self.detector.detect_many([r.pixels for r in reduced], [r.size for r in reduced])
 
     def main_face(self, image: np.ndarray) -> tuple[Face | None, str]:
         """The one face a photo of one person is about (the enrollment rule), or None and why."""
