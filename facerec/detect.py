@@ -76,17 +76,23 @@ class Detector:
         """Faces sorted by decreasing area."""
         return self.detect_many([image])[0]
 
-    def detect_many(self, images: list[np.ndarray]) -> list[list[Face]]:
-        """The faces of several images, their pyramids and candidates batched through the cascade."""
+    def detect_many(self, images: list[np.ndarray], sizes: Sequence[tuple[int, int]] | None = None) -> list[list[Face]]:
+        """The faces of several images, their pyramids and candidates batched through the cascade.
+
+        `sizes`: the full-resolution (height, width) of photos that `images` are reduced decodes of
+        (images.decode_reduced, no smaller than the detection image): each is then detected as its full
+        decode would be (the same detection-image size and smallest face) and its faces come in
+        full-resolution coordinates.
+        """
         from . import mtcnn
 
+        full = list(sizes) if sizes is not None else [image.shape[:2] for image in images]
         smalls, scales = [], []
-        for image in images:
-            height, width = image.shape[:2]
+        for image, (height, width) in zip(images, full):
             scale = min(1.0, self.max_side / max(height, width, 1))
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
             small = image
-            if scale < 1.0:
-                size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            if (image.shape[1], image.shape[0]) != size:
                 small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
             smalls.append(np.ascontiguousarray(small))
             scales.append(scale)
@@ -95,9 +101,7 @@ class Detector:
         # detect_face (tests/test_mtcnn.py), about 1.6x faster (bench/mtcnn.py). Called with our minimum
         # face as an argument and no shared state, so threads can detect at once.
         found = mtcnn.detect_many(smalls, minimums, device=self.device)
-        return [
-            self._faces(boxes, points, scale, image) for (boxes, points), scale, image in zip(found, scales, images)
-        ]
+        return [self._faces(boxes, points, scale, size) for (boxes, points), scale, size in zip(found, scales, full)]
 
     def detect_regions(self, image: np.ndarray, regions: Sequence[Region]) -> list[Face]:
         """The faces inside some parts of an image, in its coordinates, sorted by decreasing area: what a
@@ -127,15 +131,15 @@ class Detector:
             )
             boxes.append(b[~cut] + (x1, y1, x1, y1, 0))
             points.append(p[~cut] + (x1, y1))
-        faces = self._faces(np.concatenate(boxes), np.concatenate(points), 1.0, image)
+        faces = self._faces(np.concatenate(boxes), np.concatenate(points), 1.0, (height, width))
         kept: list[Face] = []
         for face in sorted(faces, key=lambda f: -f.score):
             if all(iou(face.box, other.box) < 0.5 for other in kept):
                 kept.append(face)
         return sorted(kept, key=lambda f: f.area, reverse=True)
 
-    def _faces(self, boxes: np.ndarray, points: np.ndarray, scale: float, image: np.ndarray) -> list[Face]:
-        height, width = image.shape[:2]
+    def _faces(self, boxes: np.ndarray, points: np.ndarray, scale: float, size: tuple[int, int]) -> list[Face]:
+        height, width = size
         boxes, points = np.asarray(boxes, np.float64).reshape(-1, 5), np.asarray(points, np.float64).reshape(-1, 5, 2)
         faces = []
         for box, prob, pts in zip(boxes[:, :4] / scale, boxes[:, 4], points / scale):

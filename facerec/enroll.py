@@ -12,11 +12,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from .detect import Face
 from .errors import ImageError, InputError, Interrupted, InvalidNameError
 from .fileio import sha256_bytes
 from .gallery import FaceRecord, validate_name
 from .images import is_image_path, iter_image_files
-from .prefetch import prefetch
+from .pipeline import BATCH_PHOTOS, BATCH_PIXELS, ReducedPhoto
+from .prefetch import prefetch_batches
 from .session import GallerySession
 
 
@@ -114,24 +116,34 @@ def enroll_folder(session: GallerySession, photo_dir: str | Path) -> EnrollRepor
                 added.update(record.person for record, _ in pending)
                 pending.clear()
 
-        def prepare(step: tuple[str, Path]) -> _Prepared:
-            """Everything but the embedding, in the background."""
-            person, path = step
-            try:
-                photo = pipeline.load_photo(path, skip=owners)
-            except ImageError as exc:
-                return _Prepared(path, failed=Skipped(str(path), str(exc)))
+        def prepare_one(person: str, path: Path, found: tuple[ReducedPhoto, list[Face]] | ImageError) -> _Prepared:
+            if isinstance(found, ImageError):
+                return _Prepared(path, failed=Skipped(str(path), str(found)))
+            photo, faces = found
             if photo.image is None:
                 return _Prepared(path, photo.sha256)
-            face, why = pipeline.main_face(photo.image)
+            face, why = pipeline.choose_main(faces)
             if face is None:
                 return _Prepared(path, photo.sha256, skipped=Skipped(str(path), why))
             record = FaceRecord(person, str(path.resolve()), photo.sha256, face.box, face.score)
-            return _Prepared(path, photo.sha256, record, pipeline.chip(photo.image, face))
+            return _Prepared(path, photo.sha256, record, pipeline.photo_chips(photo, [face])[0])
+
+        def prepare(steps: list[tuple[str, Path]]) -> list[_Prepared]:
+            """Everything but the embedding, in the background, for a few photos detected together."""
+            found = pipeline.find_faces([path for _, path in steps], skip=owners)
+            return [prepare_one(person, path, f) for (person, path), f in zip(steps, found)]
 
         bar = tqdm(total=len(plan), desc="enroll", unit="photo", disable=not session.progress, leave=False)
         try:
-            for photo in prefetch(plan, prepare, workers=settings.workers, depth=2 * settings.batch_size):
+            for photo in prefetch_batches(
+                plan,
+                prepare,
+                weight=lambda step: pipeline.detection_pixels(step[1]),
+                budget=BATCH_PIXELS,
+                most=BATCH_PHOTOS,
+                workers=settings.workers,
+                depth=2 * settings.workers + 2,
+            ):
                 bar.update()
                 if photo.failed is not None:
                     report.failed.append(photo.failed)

@@ -15,7 +15,8 @@ from .detect import Face
 from .errors import ImageError, InputError, NoFaceError
 from .gallery import Candidate, FaceRecord, validate_name
 from .images import iter_image_files
-from .prefetch import prefetch
+from .pipeline import BATCH_PHOTOS, BATCH_PIXELS, ReducedPhoto
+from .prefetch import prefetch_batches
 from .session import GallerySession
 
 
@@ -116,12 +117,16 @@ def identify_image(
     max_false_accept: float | None = None,
 ) -> ImageResult:
     """Every face in one image (a path or RGB pixels), named by its best match or 'unknown'."""
-    name = "<array>" if isinstance(image, np.ndarray) else str(image)
     pipeline = session.pipeline
-    pixels = image if isinstance(image, np.ndarray) else pipeline.read(image)
-    faces = pipeline.detect(pixels)
+    if isinstance(image, np.ndarray):
+        name, faces = "<array>", pipeline.detect(image)
+        chips = pipeline.chips(image, faces)
+    else:
+        name, photo = str(image), pipeline.load_reduced(Path(image))
+        faces = pipeline.detect_photos([photo])[0]
+        chips = pipeline.photo_chips(photo, faces)
     policy = session.policy(threshold, max_false_accept=max_false_accept)
-    return name_faces(session, [(name, faces, pipeline.chips(pixels, faces))], policy, top_k)[0]
+    return name_faces(session, [(name, faces, chips)], policy, top_k)[0]
 
 
 def identify_paths(
@@ -144,16 +149,20 @@ def identify_paths(
     )  # fail fast (no gallery, wrong model) before the first image
     pipeline = session.pipeline
 
-    def prepare(entry: tuple[Path, str | None]) -> _Detected:
-        path, error = entry
-        if error is not None:
-            return _Detected(path, error=error)
-        try:
-            pixels = pipeline.read(path)
-        except ImageError as exc:
-            return _Detected(path, error=str(exc))
-        faces = pipeline.detect(pixels)
-        return _Detected(path, faces, pipeline.chips(pixels, faces), pixels if annotate_dir is not None else None)
+    def prepare_one(path: Path, found: tuple[ReducedPhoto, list[Face]] | ImageError) -> _Detected:
+        if isinstance(found, ImageError):
+            return _Detected(path, error=str(found))
+        photo, faces = found
+        pixels = pipeline.full_image(photo) if annotate_dir is not None else None
+        return _Detected(path, faces, pipeline.photo_chips(photo, faces), pixels)
+
+    def prepare(entries: list[tuple[Path, str | None]]) -> list[_Detected]:
+        """Reading, detecting and cutting chips, in the background, for a few photos detected together."""
+        found = iter(pipeline.find_faces([path for path, error in entries if error is None]))
+        return [
+            _Detected(path, error=error) if error is not None else prepare_one(path, next(found))
+            for path, error in entries
+        ]
 
     def finish(batch: list[_Detected]) -> Generator[ImageResult, None, None]:
         readable = [(str(d.path), d.faces, d.chips) for d in batch if d.error is None]
@@ -169,7 +178,16 @@ def identify_paths(
         batch.clear()
 
     batch: list[_Detected] = []
-    for detected in prefetch(expand_paths(paths), prepare, workers=session.settings.workers, depth=16):
+    workers = session.settings.workers
+    for detected in prefetch_batches(
+        expand_paths(paths),
+        prepare,
+        weight=lambda entry: pipeline.detection_pixels(entry[0]) if entry[1] is None else 0.0,
+        budget=BATCH_PIXELS,
+        most=BATCH_PHOTOS,
+        workers=workers,
+        depth=2 * workers + 2,
+    ):
         batch.append(detected)
         if len(batch) >= 8 or sum(len(d.chips) for d in batch) >= session.settings.batch_size:
             yield from finish(batch)

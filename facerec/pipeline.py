@@ -12,7 +12,7 @@ detector, an embedder and the settings; models load when it is made (`load`), ne
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,11 +21,21 @@ import numpy as np
 
 from .config import Settings
 from .detect import Detector, Face, choose_main_face, iou
+from .errors import ImageError
 from .fileio import sha256_bytes
-from .images import decode_image, read_bytes, read_image
+from .images import Reduced, decode_image, decode_reduced, image_size, read_bytes, read_image
 
 if TYPE_CHECKING:
     from .embedders.base import Embedder
+
+# Photos that enroll and identify detect in one call of the cascade. Small photos gain most from sharing
+# its P-Net canvases and R-/O-Net batches (measured on one thread: 48 LFW photos 1.7x, 29 photos of
+# ../shared resized to 480 px 1.6x, at 4 to 8 a call; the enroll and identify rows of bench/throughput.py
+# and bench/compare.py include it); a photo whose detection image has a million pixels or more gains
+# nothing, so a batch closes at that many, which keeps its memory and its time (what Ctrl-C waits for)
+# to about one large photo's.
+BATCH_PHOTOS = 8
+BATCH_PIXELS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,18 @@ class FoundFace:
         return self.face.score
 
 
+@dataclass(frozen=True)
+class ReducedPhoto:
+    """A photo read to find its faces: its content hash, its pixels at the size detection needs (a large
+    JPEG decoded at a fraction of its size, images.decode_reduced; None when skipped by hash) and its
+    bytes, decoded again at full resolution when chips or drawings need it."""
+
+    path: Path
+    sha256: str
+    data: bytes
+    image: Reduced | None
+
+
 def load_photo(path: Path, *, max_pixels: int, skip: Container[str] = ()) -> Photo:
     """A photo's hash and pixels; photos whose hash is in `skip` are hashed only (a re-run is cheap)."""
     data = read_bytes(path)
@@ -61,6 +83,18 @@ def load_photo(path: Path, *, max_pixels: int, skip: Container[str] = ()) -> Pho
     if digest in skip:
         return Photo(path, digest, None)
     return Photo(path, digest, decode_image(data, str(path), max_pixels=max_pixels))
+
+
+def _in_reduced(face: Face, factor: int) -> Face:
+    """A full-resolution face in the coordinates of the image reduced by `factor` (see images.Reduced)."""
+
+    def to(v: float) -> float:
+        return (v + 0.5) / factor - 0.5
+
+    x1, y1, x2, y2 = face.box
+    return replace(
+        face, box=(to(x1), to(y1), to(x2), to(y2)), landmarks=tuple((to(x), to(y)) for x, y in face.landmarks)
+    )
 
 
 class FacePipeline:
@@ -130,14 +164,68 @@ class FacePipeline:
         """A photo's hash and pixels, within the configured size limit (see `load_photo`)."""
         return load_photo(path, max_pixels=self.settings.max_image_pixels, skip=skip)
 
+    def load_reduced(self, path: Path, *, skip: Container[str] = ()) -> ReducedPhoto:
+        """A photo's hash, bytes and pixels at the size this pipeline's detector needs; photos whose hash is
+        in `skip` are hashed only."""
+        data = read_bytes(path)
+        digest = sha256_bytes(data)
+        if digest in skip:
+            return ReducedPhoto(path, digest, data, None)
+        reduced = decode_reduced(
+            data, str(path), max_side=self.detector.max_side, max_pixels=self.settings.max_image_pixels
+        )
+        return ReducedPhoto(path, digest, data, reduced)
+
+    def find_faces(
+        self, paths: Sequence[Path], *, skip: Container[str] = ()
+    ) -> list[tuple[ReducedPhoto, list[Face]] | ImageError]:
+        """Each photo (`load_reduced`) with its faces (none when skipped by hash), or the ImageError that
+        says why it cannot be read; the decoded photos go through the detector together."""
+        loaded: list[ReducedPhoto | ImageError] = []
+        for path in paths:
+            try:
+                loaded.append(self.load_reduced(path, skip=skip))
+            except ImageError as exc:
+                loaded.append(exc)
+        decoded = [p for p in loaded if isinstance(p, ReducedPhoto) and p.image is not None]
+        found = iter(self.detect_photos(decoded))
+        return [p if isinstance(p, ImageError) else (p, next(found) if p.image is not None else []) for p in loaded]
+
+    def full_image(self, photo: ReducedPhoto) -> np.ndarray:
+        """A photo's pixels at full resolution (its decoded pixels themselves when they are not reduced)."""
+        assert photo.image is not None
+        if photo.image.factor == 1:
+            return photo.image.pixels
+        return decode_image(photo.data, str(photo.path), max_pixels=self.settings.max_image_pixels)
+
+    def detection_pixels(self, path: Path) -> float:
+        """How much detection work a photo is, from its header: its detection image's pixels (a photo
+        whose header cannot be read counts as a full batch, so it is detected alone)."""
+        size = image_size(path)
+        if size is None:
+            return BATCH_PIXELS
+        scale = min(1.0, self.detector.max_side / max(size))
+        return size[0] * size[1] * scale * scale
+
     # -- faces -----------------------------------------------------------------------------------
     def detect(self, image: np.ndarray) -> list[Face]:
         """Every face of an image, largest first."""
         return self.detector.detect(image)
 
+    def detect_photos(self, photos: Sequence[ReducedPhoto]) -> list[list[Face]]:
+        """Every face of each photo (decoded, not skipped), largest first, in full-resolution coordinates;
+        the photos go through the detector together."""
+        reduced = [photo.image for photo in photos if photo.image is not None]
+        assert len(reduced) == len(photos), "a photo skipped by hash has no pixels to detect on"
+        return self.detector.detect_many([r.pixels for r in reduced], [r.size for r in reduced])
+
     def main_face(self, image: np.ndarray) -> tuple[Face | None, str]:
         """The one face a photo of one person is about (the enrollment rule), or None and why."""
-        return choose_main_face(self.detect(image), self.settings.enroll_min_score, self.settings.enroll_dominance)
+        return self.choose_main(self.detect(image))
+
+    def choose_main(self, faces: list[Face]) -> tuple[Face | None, str]:
+        """The enrollment rule on a photo's faces: its one main face, or None and why."""
+        return choose_main_face(faces, self.settings.enroll_min_score, self.settings.enroll_dominance)
 
     def face_at(
         self, image: np.ndarray, box: tuple[float, float, float, float], *, min_iou: float = 0.5
@@ -155,6 +243,23 @@ class FacePipeline:
 
     def chips(self, image: np.ndarray, faces: list[Face]) -> list[np.ndarray]:
         return [self.embedder.chip(image, face) for face in faces]
+
+    def photo_chips(self, photo: ReducedPhoto, faces: list[Face]) -> list[np.ndarray]:
+        """The chips of a photo's faces as its full resolution gives them.
+
+        A reduced decode serves when it still holds every face at twice the chip's resolution or more:
+        the chip is then cut with a 2x halving (aligned_chip's pyramid) from it instead of from the full
+        decode, and differs by under a grey level on average (tests/test_reduced.py). Smaller faces are
+        cut from the full decode.
+        """
+        reduced = photo.image
+        assert reduced is not None
+        if reduced.factor == 1 or not faces:
+            return self.chips(reduced.pixels, faces)
+        needed = 2 * reduced.factor * self.embedder.spec.input_size
+        if all(min(face.width, face.height) >= needed for face in faces):
+            return self.chips(reduced.pixels, [_in_reduced(face, reduced.factor) for face in faces])
+        return self.chips(self.full_image(photo), faces)
 
     def embed(self, chips: list[np.ndarray] | np.ndarray) -> np.ndarray:
         """(N, dim) unit vectors of chips, in batches; none gives an empty (0, dim) array."""

@@ -8,7 +8,7 @@ so every core works; bench/throughput.py measures the gain.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -24,7 +24,7 @@ def _one_torch_thread() -> None:
 
 def prefetch(
     items: Iterable[Item], work: Callable[[Item], Result], *, workers: int = 2, depth: int = 8
-) -> Iterator[Result]:
+) -> Generator[Result, None, None]:
     """work(item) for every item, in order, computed up to `depth` items ahead by `workers` threads.
 
     Torch's CPU thread count is a per-thread setting (OpenMP's): each worker computes on one thread and,
@@ -55,3 +55,40 @@ def prefetch(
                     future.cancel()
     finally:
         torch.set_num_threads(caller_threads)
+
+
+def batches(
+    items: Iterable[Item], weight: Callable[[Item], float], *, budget: float, most: int
+) -> Iterator[list[Item]]:
+    """Consecutive items in lists of at most `most`; a list closes as soon as its weights reach `budget`,
+    so an item that weighs a whole budget goes alone."""
+    batch: list[Item] = []
+    total = 0.0
+    for item in items:
+        batch.append(item)
+        total += weight(item)
+        if len(batch) >= most or total >= budget:
+            yield batch
+            batch, total = [], 0.0
+    if batch:
+        yield batch
+
+
+def prefetch_batches(
+    items: Iterable[Item],
+    work: Callable[[list[Item]], list[Result]],
+    *,
+    weight: Callable[[Item], float],
+    budget: float,
+    most: int,
+    workers: int = 2,
+    depth: int = 4,
+) -> Iterator[Result]:
+    """`prefetch` over `batches` of the items: work(batch) gives one result per item of its batch, and
+    they come one at a time, in order. `depth` counts batches; leaving early stops as `prefetch` does."""
+    stage = prefetch(batches(items, weight, budget=budget, most=most), work, workers=workers, depth=depth)
+    try:
+        for results in stage:
+            yield from results
+    finally:
+        stage.close()

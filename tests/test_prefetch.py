@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 
 from facerec.cli import main
-from facerec.prefetch import prefetch
+from facerec.prefetch import batches, prefetch, prefetch_batches
 
 
 def slow_square(x: int) -> int:
@@ -81,6 +81,39 @@ def test_workers_compute_on_one_torch_thread_and_the_caller_on_what_is_left():
         assert during == {1, 3} and torch.get_num_threads() == 4
     finally:
         torch.set_num_threads(before)
+
+
+def test_batches_close_at_the_budget_or_the_count():
+    weights = [1, 1, 5, 1, 9, 0, 0, 0, 0, 1]
+    assert list(batches(range(10), lambda i: weights[i], budget=4, most=3)) == [
+        [0, 1, 2],  # 1 + 1 + 5 reaches the budget
+        [3, 4],  # one heavy item closes its batch at once
+        [5, 6, 7],  # light items: at most `most`
+        [8, 9],  # the rest
+    ]
+    assert list(batches([], lambda i: 1, budget=4, most=3)) == []
+
+
+def test_batched_results_come_one_by_one_in_order_and_leaving_early_stops_the_work():
+    seen_batches = []
+
+    def work(batch):
+        seen_batches.append(list(batch))
+        return [slow_square(x) for x in batch]
+
+    out = list(prefetch_batches(range(50), work, weight=lambda x: x % 7, budget=10, most=4, workers=3, depth=3))
+    assert out == [x * x for x in range(50)]
+    assert sorted(x for b in seen_batches for x in b) == list(range(50)) and max(map(len, seen_batches)) == 4
+    before = threading.active_count()
+    calls = []
+    stage = prefetch_batches(range(1000), lambda b: calls.extend(b) or b, weight=lambda x: 1, budget=5, most=5)
+    for value in stage:
+        if value == 7:
+            break
+    stage.close()
+    assert len(calls) < 60
+    time.sleep(0.05)
+    assert threading.active_count() == before
 
 
 def test_copies_of_one_photo_in_flight_are_enrolled_once(tmp_path, shared, weights):
