@@ -69,11 +69,12 @@ VIDEO_FALSE_ACCEPT = 0.005
 # Raw candidates re-ranked by the normalised score: the normalised winner was among the raw top 20 for
 # 99.6-100% of queries on every photo style measured (bench/calibration.py).
 RERANK = 20
-# A veto ("this face is not X") holds for faces at least this alike to the vetoed one: the same photo again,
-# resized or recompressed (0.999 for ../shared's obama-480p against its 720p and small copies, dlib-resnet),
-# but not other photos of the same face (0.965-0.973 for four other photos of that person): a veto says
-# "not this face", never "not anyone who looks like it".
-VETO_SIMILARITY = 0.98
+# Two faces at least this alike are one photo: the same photo again, resized or recompressed (0.999 for
+# ../shared's obama-480p against its 720p and small copies, dlib-resnet), but not other photos of the same
+# face (0.965-0.973 for four other photos of that person). A veto ("this face is not X") holds for copies of
+# the vetoed face — "not this face", never "not anyone who looks like it" — and a cohort face that copies an
+# enrolled one is no stranger to the gallery.
+SAME_PHOTO = 0.98
 
 
 class GalleryCalibration:
@@ -90,6 +91,7 @@ class GalleryCalibration:
         *,
         lopo_sample: int = 2000,
     ) -> None:
+        cohort = cohort.without_copies(faces, SAME_PHOTO)
         self.cohort = cohort
         self.top_k = calibration.top_k_for(len(cohort.normalisation))
         self.row = {name: i for i, name in enumerate(names)}
@@ -154,7 +156,7 @@ class Policy:
 
     def vetoed(self, vector: np.ndarray, name: str) -> bool:
         faces = self.vetoes.get(name)
-        return faces is not None and float(np.max(faces @ vector)) >= VETO_SIMILARITY
+        return faces is not None and float(np.max(faces @ vector)) >= SAME_PHOTO
 
     def with_vetoes(self, vetoes: dict[str, np.ndarray]) -> Policy:
         return replace(self, vetoes=vetoes)

@@ -100,3 +100,29 @@ def test_calibrated_policy_from_the_shipped_cohort():
     assert cohort is not shipped_cohort("dlib-resnet", "0" * 64) is None  # other weights: no cohort
     with pytest.raises(InputError, match="needs a calibrated gallery"):
         identify_policy(META, 8, max_false_accept=0.01)
+
+
+def test_enrolled_photos_found_in_the_cohort_are_no_strangers():
+    """A gallery enrolled from the cohort's own photos (LFW people against the shipped LFW cohort): those
+    cohort faces are left out, so the threshold is the one the rest of the cohort gives; kept, they are
+    100 of the 1,500 strangers, above the 5% quantile, and would push the threshold to a copy's score."""
+    from facerec import calibration
+    from facerec.cohort import Cohort
+    from facerec.decision import SAME_PHOTO, GalleryCalibration, shipped_cohort
+
+    cohort = shipped_cohort("dlib-resnet", get_spec("dlib-resnet").sha256 or "")
+    assert cohort is not None
+    people = cohort.calibration[:100]
+    names = [f"p{i}" for i in range(100)]
+    left_out = Cohort(cohort.normalisation, cohort.calibration[100:], cohort.description)
+    calibrated = GalleryCalibration(names, people, names, people, cohort)
+    expected = GalleryCalibration(names, people, names, people, left_out)
+    assert calibrated.threshold(0.05) == expected.threshold(0.05)
+    assert calibrated.cohort.description.endswith("less 100 copies of enrolled photos")
+    assert left_out.without_copies(people, SAME_PHOTO) is left_out  # nothing to leave out: the same cohort
+    # What the copies did, calibrated on the whole cohort: the threshold at a copy's score.
+    person = calibration.person_stats(people, cohort.normalisation, calibrated.top_k)
+    naive = calibration.calibrate(
+        people, person, people, np.arange(100), cohort.calibration, cohort.normalisation, calibrated.top_k
+    )
+    assert naive.threshold(0.05) > 1.5 * expected.threshold(0.05)
