@@ -72,7 +72,7 @@ class Run:
     fps: float
     frames: list[tuple[float, list]]  # per frame: video time, its TrackedFaces
     named_at: float | None  # wall time of the first result naming a face
-    first_read: float  # wall time the first frame was read
+    clock: float  # wall time at which the source's frame 0 was due (its pacing clock's start)
     full_ms: float
     region_ms: float
     full_passes: int
@@ -120,14 +120,15 @@ def run(rec, path: Path, detect_every: int, realtime: bool = False) -> Run:
     from facerec.stream import FrameSource, run_watch
 
     class Stamped(FrameSource):
-        """The CLI's FrameSource, noting when it delivered its first frame."""
+        """The CLI's FrameSource, noting when its pacing clock started: with --realtime, once the first frame
+        has been processed (the models load on it), which is when the caller asks for the next one."""
 
-        first_read: float | None = None
+        clock: float | None = None
 
         def __iter__(self):
             for frame in super().__iter__():
-                self.first_read = self.first_read or time.monotonic()
                 yield frame
+                self.clock = self.clock or time.monotonic() - frame.time
 
     frames: list[tuple[float, list]] = []
     named_at: list[float] = []
@@ -141,12 +142,12 @@ def run(rec, path: Path, detect_every: int, realtime: bool = False) -> Run:
     passes = Passes()
     with passes.timing():
         summary = run_watch(rec.watch(source, detect_every=detect_every), source.fps, window=False, on_frame=on_frame)
-    assert source.first_read is not None
+    assert source.clock is not None
     return Run(
         summary.fps,
         frames,
         named_at[0] if named_at else None,
-        source.first_read,
+        source.clock,
         passes.ms("detect"),
         passes.ms("detect_regions"),
         passes.calls["detect"],
@@ -293,7 +294,7 @@ def main() -> None:
             for mode in latencies:
                 rec, every = modes[mode]
                 r = run(rec, paths[lead], every, realtime=True)
-                appeared = r.first_read + lead / fps
+                appeared = r.clock + lead / fps
                 latencies[mode].append(None if r.named_at is None else 1000 * (r.named_at - appeared))
         figures["time_to_name_ms"][label] = {
             mode: [None if v is None else round(v) for v in values] for mode, values in latencies.items()

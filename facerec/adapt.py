@@ -58,6 +58,7 @@ from .gallery import Adaptation, FaceRecord, Gallery, GalleryMeta, no_gallery
 from .images import read_bytes
 from .lfw import central_chips
 from .pipeline import FacePipeline
+from .training import EarlyStopping, Step, Trained
 from .vectors import group_means
 
 # Parameter-name prefixes that learn, per model family: the last stage and the embedding layer.
@@ -362,15 +363,7 @@ def _trainable(module: torch.nn.Module, family: str) -> list[torch.nn.Parameter]
     return params
 
 
-@dataclass
-class Training:
-    module: torch.nn.Module
-    losses: list[float]
-    val_accuracy: list[float]
-    best_epoch: int
-
-
-def train(base: Embedder, faces: FaceSet, split: Split, options: AdaptOptions, *, progress: bool) -> Training:
+def train(base: Embedder, faces: FaceSet, split: Split, options: AdaptOptions, *, progress: bool) -> Trained:
     """Fine-tune a copy of the base network; returns the epoch that did best on the early-stopping split
     (epoch 0 is the base network itself, so a run that never helps returns it unchanged)."""
     torch.manual_seed(options.seed)
@@ -390,10 +383,7 @@ def train(base: Embedder, faces: FaceSet, split: Split, options: AdaptOptions, *
         [{"params": params, "lr": options.lr}, {"params": [head], "lr": options.head_lr, "weight_decay": 0.0}],
         weight_decay=options.weight_decay,
     )
-    cuda = device.startswith("cuda")
-    amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=cuda and amp_dtype == torch.float16)
-
+    step = Step(optimiser, device)
     seen = np.concatenate([split.train, split.val])
 
     def val_score() -> tuple[float, float]:
@@ -401,11 +391,10 @@ def train(base: Embedder, faces: FaceSet, split: Split, options: AdaptOptions, *
         vectors[seen] = model.embed(faces.chips[seen])
         return identification(vectors, faces.labels, split.train, split.val)
 
-    best_score, best_state, best_epoch = val_score(), copy.deepcopy(module.state_dict()), 0
-    losses, val_accuracy = [], [best_score[0]]
+    stopping = EarlyStopping(module, val_score(), options.patience)
+    losses = []
     steps = -(-len(split.train) // options.batch_size)
     bar = tqdm(total=options.epochs * steps, desc="adapt", unit="step", disable=not progress, leave=False)
-    stale = 0
     for epoch in range(1, options.epochs + 1):
         order = rng.permutation(len(split.train))
         total = 0.0
@@ -414,32 +403,20 @@ def train(base: Embedder, faces: FaceSet, split: Split, options: AdaptOptions, *
             chips = torch.from_numpy(faces.chips[split.train[rows]]).permute(0, 3, 1, 2)
             batch = to_input(augment(chips).permute(0, 2, 3, 1).numpy()).to(device)
             labels = torch.from_numpy(targets[rows]).to(device)
-            with torch.autocast("cuda", dtype=amp_dtype, enabled=cuda):
+            with step.autocast():
                 embeddings = module(batch)
             cosine = F.normalize(embeddings.float(), dim=1) @ F.normalize(head, dim=1).T
             logits = options.scale * (cosine - options.margin * F.one_hot(labels, len(classes)))
             loss = F.cross_entropy(logits, labels)
-            optimiser.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimiser)
-            scaler.update()
+            step(loss)
             total += loss.item() * len(rows)
             bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", held_out=f"{val_accuracy[-1]:.3f}")
+            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", held_out=f"{stopping.accuracy[-1]:.3f}")
         losses.append(round(total / len(order), 4))
-        score = val_score()
-        val_accuracy.append(score[0])
-        if score > best_score:
-            best_score, best_state, best_epoch, stale = score, copy.deepcopy(module.state_dict()), epoch, 0
-        else:
-            stale += 1
-            if stale >= options.patience:
-                break
+        if stopping.stop_after(epoch, val_score()):
+            break
     bar.close()
-    module.load_state_dict(best_state)
-    for param in module.parameters():
-        param.requires_grad_(False)
-    return Training(module, losses, [round(a, 4) for a in val_accuracy], best_epoch)
+    return stopping.result(losses)
 
 
 def decide(before: Scores, after: Scores, max_drop: float) -> tuple[bool, str]:
@@ -529,20 +506,29 @@ class CameraRequest:
 
 
 @dataclass
-class _Trial:
-    """One adaptation tried and measured, by either method: what the gate and the report need."""
+class _Setup:
+    """What either method trains and checks on: the faces, their split, and the clean check."""
 
     faces: FaceSet
     split: Split
     source: str
     general: str
     general_photos: int
+
+
+def _setup(faces: FaceSet, source: str, lfw: LfwCheck | None, options: AdaptOptions) -> _Setup:
+    split = split_faces(faces, options.holdout, hold_back_people=lfw is None, seed=options.seed, source=source)
+    return _Setup(faces, split, source, *_general_check(faces, split, lfw))
+
+
+@dataclass
+class _Trial:
+    """One adaptation tried and measured, by either method: what the gate and the report need."""
+
+    setup: _Setup
     before: Scores
     after: Scores
-    module: torch.nn.Module
-    losses: list[float]
-    val_accuracy: list[float]
-    best_epoch: int
+    trained: Trained
     kept: bool
     reason: str
     score_map: Callable[[Embedder], ScoreMap]  # measured on the adapted model, when it is kept
@@ -564,8 +550,8 @@ def _finetune_trial(
     base: Embedder, faces: FaceSet, source: str, lfw: LfwCheck | None, options: AdaptOptions, progress: bool
 ) -> _Trial:
     """In-domain adaptation: CosFace fine-tuning of the last stage on the labelled faces."""
-    split = split_faces(faces, options.holdout, hold_back_people=lfw is None, seed=options.seed, source=source)
-    general, general_photos = _general_check(faces, split, lfw)
+    setup = _setup(faces, source, lfw, options)
+    split = setup.split
     before, base_vectors = _measure(base, faces, split, lfw)
     training = train(base, faces, split, options, progress=progress)
     adapted = replace(base, module=training.module)
@@ -573,17 +559,10 @@ def _finetune_trial(
     kept, reason = decide(before, after, options.max_drop)
     train_rows = split.train
     return _Trial(
-        faces,
-        split,
-        source,
-        general,
-        general_photos,
+        setup,
         before,
         after,
-        training.module,
-        training.losses,
-        training.val_accuracy,
-        training.best_epoch,
+        training,
         kept,
         reason,
         lambda _adapted: ScoreMap.measure(
@@ -640,8 +619,8 @@ def _camera_trial(
     detail = DetailScale.fit(faces.chips, seed=options.seed)
     camera, gallery_camera = measure_camera(request, pipeline, observed, detail, progress)
     noise = float(np.median([o.noise for o in observed]))
-    split = split_faces(faces, options.holdout, hold_back_people=lfw is None, seed=options.seed, source=source)
-    general, general_photos = _general_check(faces, split, lfw)
+    setup = _setup(faces, source, lfw, options)
+    split = setup.split
     train_chips, train_labels = faces.chips[split.train], faces.labels[split.train]
 
     def probes(rows: np.ndarray, seed: int) -> Probes:
@@ -686,17 +665,10 @@ def _camera_trial(
         return ScoreMap.measure(base.embed(train_chips), clean, train_labels, probes=adapted_model.embed(damaged[0]))
 
     return _Trial(
-        faces,
-        split,
-        source,
-        general,
-        general_photos,
+        setup,
         before,
         after,
-        training.module,
-        training.losses,
-        training.val_accuracy,
-        training.best_epoch,
+        training,
         kept,
         reason,
         score_map,
@@ -760,24 +732,24 @@ def adapt_gallery(
                 source, faces = photos_label or "the photo folder", photo_faces(photos, pipeline, progress)
             check = LfwCheck(lfw, pipeline, progress) if lfw is not None else None
             trial = _finetune_trial(base, faces, source, check, options, progress)
-        split = trial.split
+        split = trial.setup.split
         report = AdaptReport(
             gallery=str(gallery_path),
             model=base.spec.name,
             device=base.device,
-            source=trial.source,
-            general_check=trial.general,
+            source=trial.setup.source,
+            general_check=trial.setup.general,
             people=len(np.unique(faces.labels[np.concatenate([split.train, split.gate, split.val])])),
             train_photos=len(split.train),
             gate_photos=len(split.gate),
             val_photos=len(split.val),
-            general_photos=trial.general_photos,
+            general_photos=trial.setup.general_photos,
             before=trial.before,
             after=trial.after,
-            epochs_run=len(trial.losses),
-            best_epoch=trial.best_epoch,
-            losses=trial.losses,
-            val_accuracy=trial.val_accuracy,
+            epochs_run=len(trial.trained.losses),
+            best_epoch=trial.trained.best_epoch,
+            losses=trial.trained.losses,
+            val_accuracy=trial.trained.val_accuracy,
             seconds=0.0,
             kept=trial.kept and not dry_run,
             reason=trial.reason if not (trial.kept and dry_run) else f"would be kept (--dry-run): {trial.reason}",
@@ -786,7 +758,7 @@ def adapt_gallery(
             gain=list(trial.gain) if trial.gain else None,
         )
         if trial.kept and not dry_run:
-            adapted = replace(base, module=trial.module)
+            adapted = replace(base, module=trial.trained.module)
             score_map = trial.score_map(adapted)
             options_used = asdict(distil_options) if camera is not None else asdict(options)
             record = {
@@ -797,12 +769,12 @@ def adapt_gallery(
                     faces,
                     base,
                     options_used,
-                    trial.general if trial.camera is None else f"{trial.general}\n{trial.camera}",
+                    trial.setup.general if trial.camera is None else f"{trial.setup.general}\n{trial.camera}",
                 ),
                 "people": report.people,
-                "source": trial.source,
+                "source": trial.setup.source,
                 "photos": len(faces.labels),
-                "general_check": trial.general,
+                "general_check": trial.setup.general,
                 "before": asdict(trial.before),
                 "after": asdict(trial.after),
                 "options": options_used,
@@ -811,7 +783,7 @@ def adapt_gallery(
                 "device": base.device,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
-            path = save_checkpoint(trial.module, record, settings.models_dir)
+            path = save_checkpoint(trial.trained.module, record, settings.models_dir)
             adaptation = Adaptation(
                 str(base.weights_path),
                 base.weights_sha256,

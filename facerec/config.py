@@ -66,7 +66,9 @@ class Settings:
     lock_timeout_s: float = 30.0
     # facerec watch searches the whole frame this often (seconds of video or capture time) and only around
     # the faces it tracks in between: it bounds how late a face entering the view is found (regions.py).
-    watch_full_pass_s: float = 0.15
+    # With detection on every 2nd frame, 0.12 s is a full pass on every 2nd detection at 25 and 30 fps; at
+    # 0.15 s a 30 fps camera got one on every 3rd, and the worst time to a name was 314 ms (bench/stream.py).
+    watch_full_pass_s: float = 0.12
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -36,6 +36,7 @@ from .camera import Camera
 from .detect import Face, iou
 from .embedders.base import FAMILIES, Embedder
 from .pipeline import FacePipeline
+from .training import EarlyStopping, Step, Trained
 from .vectors import group_means
 
 
@@ -157,14 +158,6 @@ def gain_interval(
     return float(per_photo.sum() / counts.sum()), float(low), float(high)
 
 
-@dataclass
-class Distillation:
-    module: torch.nn.Module
-    losses: list[float]
-    val_accuracy: list[float]
-    best_epoch: int  # 0: no epoch beat the base model on the early-stopping photos
-
-
 def distil(
     base: Embedder,
     chips: np.ndarray,
@@ -174,7 +167,7 @@ def distil(
     options: DistilOptions,
     *,
     progress: bool,
-) -> Distillation:
+) -> Trained:
     """Distil a copy of the base network on `chips` (clean training chips of people `labels`; `damaged`, of
     shape (copies, N, H, W, 3): the same faces as the camera shows them, see `as_camera_shows`). Returns the
     epoch that did best on `val` (clean enrolled chips, their labels, damaged held-out probes), epoch 0
@@ -191,10 +184,7 @@ def distil(
     student = replace(base, module=module)
     bank = torch.from_numpy(base.embed(chips)).to(device)  # the teacher's unit vectors, fixed
     people = torch.from_numpy(np.asarray(labels)).to(device)
-    optimiser = torch.optim.Adam(params, lr=options.lr)
-    cuda = device.startswith("cuda")
-    amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=cuda and amp_dtype == torch.float16)
+    step = Step(torch.optim.Adam(params, lr=options.lr), device)
 
     def score() -> tuple[float, float]:
         """Accuracy, then the mean margin to break ties (on a few held-out photos accuracy often ties)."""
@@ -203,9 +193,8 @@ def distil(
         margins = _margins(student, *val)
         return float(np.mean(margins > 0)), float(np.mean(margins))
 
-    best, best_state, best_epoch, stale = score(), copy.deepcopy(module.state_dict()), 0, 0
+    stopping = EarlyStopping(module, score(), options.patience)
     losses: list[float] = []
-    val_accuracy = [best[0]]
     copies = len(damaged)
     steps = -(-len(chips) * copies // options.batch_size)
     bar = tqdm(total=options.epochs * steps, desc="adapt (distil)", unit="step", disable=not progress, leave=False)
@@ -217,7 +206,7 @@ def distil(
             copy_of, rows = picked // len(chips), picked % len(chips)
             batch = torch.cat([to_input(damaged[copy_of, rows]), to_input(chips[rows])]).to(device)
             targets = torch.from_numpy(rows).to(device)
-            with torch.autocast("cuda", dtype=amp_dtype, enabled=cuda):
+            with step.autocast():
                 vectors = F.normalize(module(batch).float(), dim=1)
             # The person's other photos are no negatives: pushing them away would undo who is who.
             other_photos = (people[targets][:, None] == people[None, :]) & (
@@ -232,24 +221,12 @@ def distil(
             loss = loss + options.clean_weight * distance[len(rows) :].mean()
             if anchors:
                 loss = loss + options.anchor * sum(((p - a) ** 2).sum() for p, a in zip(params, anchors))
-            optimiser.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimiser)
-            scaler.update()
+            step(loss)
             total += loss.item() * len(rows)
             bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", held_out=f"{val_accuracy[-1]:.3f}")
+            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", held_out=f"{stopping.accuracy[-1]:.3f}")
         losses.append(round(total / len(order), 4))
-        measured = score()
-        val_accuracy.append(measured[0])
-        if measured > best:
-            best, best_state, best_epoch, stale = measured, copy.deepcopy(module.state_dict()), epoch, 0
-        else:
-            stale += 1
-            if stale >= options.patience:
-                break
+        if stopping.stop_after(epoch, score()):
+            break
     bar.close()
-    module.load_state_dict(best_state)
-    for param in params:
-        param.requires_grad_(False)
-    return Distillation(module, losses, [round(a, 4) for a in val_accuracy], best_epoch)
+    return stopping.result(losses)

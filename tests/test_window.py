@@ -213,22 +213,27 @@ def check_events(events: Path, tracks: int) -> None:
     assert appears and sorted(leaves) == sorted(appears) and len(leaves) == tracks
 
 
+def start_watch(display: str, gallery: Path, clip: Path, events: Path, *json: str, stdout) -> subprocess.Popen:
+    """`facerec watch` on a clip in a window on `display`, writing its events file."""
+    return cli(
+        "watch",
+        "--source",
+        str(clip),
+        "--gallery",
+        str(gallery),
+        *json,
+        "--events",
+        str(events),
+        env={**os.environ, "DISPLAY": display},
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+    )
+
+
 def test_window_shows_the_overlay_and_q_closes_it(display, gallery, long_clip, tmp_path):
     out, events = tmp_path / "out.jsonl", tmp_path / "events.jsonl"
     with open(out, "w") as stdout:
-        proc = cli(
-            "watch",
-            "--source",
-            str(long_clip),
-            "--gallery",
-            str(gallery),
-            "--json",
-            "--events",
-            str(events),
-            env={**os.environ, "DISPLAY": display},
-            stdout=stdout,
-            stderr=subprocess.PIPE,
-        )
+        proc = start_watch(display, gallery, long_clip, events, "--json", stdout=stdout)
         try:
             window = find_window(display, proc)
             shot = painted_shot(display, window, proc)
@@ -253,18 +258,7 @@ def test_close_button_ends_watch(display, gallery, long_clip, tmp_path):
     """Closing the window (the window manager asks it to close) ends the run like `q`; it used to reopen
     on the next frame."""
     events = tmp_path / "events.jsonl"
-    proc = cli(
-        "watch",
-        "--source",
-        str(long_clip),
-        "--gallery",
-        str(gallery),
-        "--events",
-        str(events),
-        env={**os.environ, "DISPLAY": display},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = start_watch(display, gallery, long_clip, events, stdout=subprocess.PIPE)
     try:
         window = find_window(display, proc)
         painted_shot(display, window, proc)
