@@ -30,6 +30,7 @@ way, unlabelled. The clean check is LFW folds 1-2 (1,200 pairs) via `--lfw`.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -263,12 +264,11 @@ def main() -> None:
     machine["device"] = args.device
     shared = find_shared()
     results = {}
-    rows = []
     with tempfile.TemporaryDirectory(prefix="facerec-bench-adapt-") as tmp:
         for name in args.sets.split(","):
             if name in CAMERAS:
                 r = results[name] = run_camera(name, shared, args, Path(tmp))
-                rows += [
+                rows = [
                     (
                         f"{name}: camera measured",
                         CameraSummary(**r["camera"]["target"]).line() if r["camera"] else "-",
@@ -295,29 +295,33 @@ def main() -> None:
                     ),
                     (f"{name}: kept", f"{r['kept']}: {r['reason']}"),
                 ]
-                continue
-            r = results[name] = run_set(name, SETS[name], shared, args, Path(tmp))
-            a = r["adapt"]
-            rows += [
-                (
-                    f"{name}: people, enrolled faces, probes",
-                    f"{r['people']}, {r['enrolled_faces']}, {r['before']['probes']}",
-                ),
-                (f"{name}: top-1 before -> after", f"{r['before']['top1']:.4f} -> {r['after']['top1']:.4f}"),
-                (
-                    f"{name}: named at threshold before -> after",
-                    f"{r['before']['named']:.4f} (t={r['before']['threshold']}) -> {r['after']['named']:.4f} "
-                    f"(t={r['after']['threshold']})",
-                ),
-                (f"{name}: adapt gate (held-out) before -> after", f"{a['gate_before']:.4f} -> {a['gate_after']:.4f}"),
-                (f"{name}: LFW check before -> after", f"{a['lfw_before']:.4f} -> {a['lfw_after']:.4f}"),
-                (
-                    f"{name}: adapt time ({a['device']}), epochs",
-                    f"{a['seconds']:.0f} s, {a['epochs_run']} (best {a['best_epoch']})",
-                ),
-                (f"{name}: kept", f"{a['kept']}: {a['reason']}"),
-            ]
-    print_table(f"facerec adapt ({args.model})", rows, machine)
+            else:
+                r = results[name] = run_set(name, SETS[name], shared, args, Path(tmp))
+                a = r["adapt"]
+                rows = [
+                    (
+                        f"{name}: people, enrolled faces, probes",
+                        f"{r['people']}, {r['enrolled_faces']}, {r['before']['probes']}",
+                    ),
+                    (f"{name}: top-1 before -> after", f"{r['before']['top1']:.4f} -> {r['after']['top1']:.4f}"),
+                    (
+                        f"{name}: named at threshold before -> after",
+                        f"{r['before']['named']:.4f} (t={r['before']['threshold']}) -> {r['after']['named']:.4f} "
+                        f"(t={r['after']['threshold']})",
+                    ),
+                    (
+                        f"{name}: adapt gate (held-out) before -> after",
+                        f"{a['gate_before']:.4f} -> {a['gate_after']:.4f}",
+                    ),
+                    (f"{name}: LFW check before -> after", f"{a['lfw_before']:.4f} -> {a['lfw_after']:.4f}"),
+                    (
+                        f"{name}: adapt time ({a['device']}), epochs",
+                        f"{a['seconds']:.0f} s, {a['epochs_run']} (best {a['best_epoch']})",
+                    ),
+                    (f"{name}: kept", f"{a['kept']}: {a['reason']}"),
+                ]
+            print_table(f"facerec adapt ({args.model}): {name}", rows, machine)
+            sys.stdout.flush()  # a set's figures as soon as it is done: the three camera sets take a while
     print_json("adapt", {"model": args.model, "epochs": args.epochs, "sets": results}, machine)
 
 
