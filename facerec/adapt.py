@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -58,7 +58,7 @@ from .gallery import Adaptation, FaceRecord, Gallery, GalleryMeta, no_gallery
 from .images import read_bytes
 from .lfw import central_chips
 from .pipeline import FacePipeline
-from .training import EarlyStopping, Step, Trained
+from .training import EarlyStopping, Step, Trained, run_epochs
 from .vectors import group_means
 
 # Parameter-name prefixes that learn, per model family: the last stage and the embedding layer.
@@ -391,13 +391,8 @@ def train(base: Embedder, faces: FaceSet, split: Split, options: AdaptOptions, *
         vectors[seen] = model.embed(faces.chips[seen])
         return identification(vectors, faces.labels, split.train, split.val)
 
-    stopping = EarlyStopping(module, val_score(), options.patience)
-    losses = []
-    steps = -(-len(split.train) // options.batch_size)
-    bar = tqdm(total=options.epochs * steps, desc="adapt", unit="step", disable=not progress, leave=False)
-    for epoch in range(1, options.epochs + 1):
+    def batch_losses(_epoch: int) -> Iterator[tuple[int, torch.Tensor]]:
         order = rng.permutation(len(split.train))
-        total = 0.0
         for start in range(0, len(order), options.batch_size):
             rows = order[start : start + options.batch_size]
             chips = torch.from_numpy(faces.chips[split.train[rows]]).permute(0, 3, 1, 2)
@@ -407,16 +402,13 @@ def train(base: Embedder, faces: FaceSet, split: Split, options: AdaptOptions, *
                 embeddings = module(batch)
             cosine = F.normalize(embeddings.float(), dim=1) @ F.normalize(head, dim=1).T
             logits = options.scale * (cosine - options.margin * F.one_hot(labels, len(classes)))
-            loss = F.cross_entropy(logits, labels)
-            step(loss)
-            total += loss.item() * len(rows)
-            bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", held_out=f"{stopping.accuracy[-1]:.3f}")
-        losses.append(round(total / len(order), 4))
-        if stopping.stop_after(epoch, val_score()):
-            break
-    bar.close()
-    return stopping.result(losses)
+            yield len(rows), F.cross_entropy(logits, labels)
+
+    stopping = EarlyStopping(module, val_score(), options.patience)
+    steps = -(-len(split.train) // options.batch_size)
+    return run_epochs(
+        options.epochs, batch_losses, step, stopping, val_score, steps=steps, desc="adapt", progress=progress
+    )
 
 
 def decide(before: Scores, after: Scores, max_drop: float) -> tuple[bool, str]:
@@ -558,17 +550,11 @@ def _finetune_trial(
     after, adapted_vectors = _measure(adapted, faces, split, lfw)
     kept, reason = decide(before, after, options.max_drop)
     train_rows = split.train
-    return _Trial(
-        setup,
-        before,
-        after,
-        training,
-        kept,
-        reason,
-        lambda _adapted: ScoreMap.measure(
-            base_vectors[train_rows], adapted_vectors[train_rows], faces.labels[train_rows]
-        ),
-    )
+
+    def score_map(_adapted: Embedder) -> ScoreMap:
+        return ScoreMap.measure(base_vectors[train_rows], adapted_vectors[train_rows], faces.labels[train_rows])
+
+    return _Trial(setup, before, after, training, kept, reason, score_map)
 
 
 def measure_camera(
@@ -664,17 +650,8 @@ def _camera_trial(
         clean = adapted_model.embed(train_chips)
         return ScoreMap.measure(base.embed(train_chips), clean, train_labels, probes=adapted_model.embed(damaged[0]))
 
-    return _Trial(
-        setup,
-        before,
-        after,
-        training,
-        kept,
-        reason,
-        score_map,
-        camera={"target": asdict(camera.summary()), "gallery": asdict(gallery_camera.summary())},
-        gain=gain,
-    )
+    camera_record = {"target": asdict(camera.summary()), "gallery": asdict(gallery_camera.summary())}
+    return _Trial(setup, before, after, training, kept, reason, score_map, camera=camera_record, gain=gain)
 
 
 def adapt_gallery(

@@ -25,18 +25,18 @@ Measured choices (bench/adapt.py, dlib-resnet, LFW at 40 px; see the module docs
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from .camera import Camera
 from .detect import Face, iou
 from .embedders.base import FAMILIES, Embedder
 from .pipeline import FacePipeline
-from .training import EarlyStopping, Step, Trained
+from .training import EarlyStopping, Step, Trained, run_epochs
 from .vectors import group_means
 
 
@@ -193,14 +193,10 @@ def distil(
         margins = _margins(student, *val)
         return float(np.mean(margins > 0)), float(np.mean(margins))
 
-    stopping = EarlyStopping(module, score(), options.patience)
-    losses: list[float] = []
     copies = len(damaged)
-    steps = -(-len(chips) * copies // options.batch_size)
-    bar = tqdm(total=options.epochs * steps, desc="adapt (distil)", unit="step", disable=not progress, leave=False)
-    for epoch in range(1, options.epochs + 1):
+
+    def batch_losses(_epoch: int) -> Iterator[tuple[int, torch.Tensor]]:
         order = rng.permutation(len(chips) * copies)
-        total = 0.0
         for start in range(0, len(order), options.batch_size):
             picked = order[start : start + options.batch_size]
             copy_of, rows = picked // len(chips), picked % len(chips)
@@ -221,12 +217,10 @@ def distil(
             loss = loss + options.clean_weight * distance[len(rows) :].mean()
             if anchors:
                 loss = loss + options.anchor * sum(((p - a) ** 2).sum() for p, a in zip(params, anchors))
-            step(loss)
-            total += loss.item() * len(rows)
-            bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", held_out=f"{stopping.accuracy[-1]:.3f}")
-        losses.append(round(total / len(order), 4))
-        if stopping.stop_after(epoch, score()):
-            break
-    bar.close()
-    return stopping.result(losses)
+            yield len(rows), loss
+
+    stopping = EarlyStopping(module, score(), options.patience)
+    steps = -(-len(chips) * copies // options.batch_size)
+    return run_epochs(
+        options.epochs, batch_losses, step, stopping, score, steps=steps, desc="adapt (distil)", progress=progress
+    )

@@ -8,11 +8,13 @@ the starting weights exactly, and the gate then has nothing to refuse but no har
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 
 class Step:
@@ -73,3 +75,32 @@ class EarlyStopping:
         for param in self.module.parameters():
             param.requires_grad_(False)
         return Trained(self.module, losses, [round(a, 4) for a in self.accuracy], self.epoch)
+
+
+def run_epochs(
+    epochs: int,
+    batch_losses: Callable[[int], Iterator[tuple[int, torch.Tensor]]],
+    step: Step,
+    stopping: EarlyStopping,
+    score: Callable[[], tuple[float, float]],
+    *,
+    steps: int,
+    desc: str,
+    progress: bool,
+) -> Trained:
+    """Up to `epochs` epochs: `batch_losses(epoch)` yields each batch's size and loss, which is stepped on;
+    after each epoch the held-out `score` decides whether to go on. `steps` per epoch, for the bar."""
+    losses: list[float] = []
+    bar = tqdm(total=epochs * steps, desc=desc, unit="step", disable=not progress, leave=False)
+    for epoch in range(1, epochs + 1):
+        total, count = 0.0, 0
+        for size, loss in batch_losses(epoch):
+            step(loss)
+            total, count = total + loss.item() * size, count + size
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", held_out=f"{stopping.accuracy[-1]:.3f}")
+        losses.append(round(total / max(count, 1), 4))
+        if stopping.stop_after(epoch, score()):
+            break
+    bar.close()
+    return stopping.result(losses)
