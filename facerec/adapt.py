@@ -36,20 +36,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .camera import Camera, DetailScale, Observation, jpeg_quality, observe_region
+from .camera_view import CameraView, Scene, as_camera_shows, scene, view_key
 from .config import Settings
 from .decision import ScoreMap
 from .detect import Face
-from .distil import (
-    DistilOptions,
-    Probes,
-    Scene,
-    as_camera_shows,
-    correct,
-    damaged_probes,
-    distil,
-    gain_interval,
-    scene,
-)
+from .distil import DistilOptions, Held, Probes, damaged_probes, distil, gain_interval
 from .embedders.base import FAMILIES, Embedder
 from .errors import GalleryMismatchError, ImageError, InputError, ModelError
 from .evaluate import read_pairs, ten_fold
@@ -495,6 +486,7 @@ class CameraRequest:
     grey: bool | None = None
     noise: float | None = None
     jpeg: int | None = None
+    views: str = "auto"  # faces joined with their camera views: on, off, auto (when held-out photos gain)
 
 
 @dataclass
@@ -526,6 +518,8 @@ class _Trial:
     score_map: Callable[[Embedder], ScoreMap]  # measured on the adapted model, when it is kept
     camera: dict[str, Any] | None = None
     gain: tuple[float, float, float] | None = None
+    view: CameraView | None = None  # camera adaptation: the faces' camera views are joined to their vectors
+    views: np.ndarray | None = None  # every enrolled face's camera view (copies, N, H, W, 3)
 
 
 def _general_check(faces: FaceSet, split: Split, lfw: LfwCheck | None) -> tuple[str, int]:
@@ -592,6 +586,7 @@ def _camera_trial(
     pipeline: FacePipeline,
     observed: list[Observation],
     scenes: list[Scene],
+    keys: list[str],
     faces: FaceSet,
     request: CameraRequest,
     lfw: LfwCheck | None,
@@ -599,8 +594,9 @@ def _camera_trial(
     distil_options: DistilOptions,
     progress: bool,
 ) -> _Trial:
-    """Camera adaptation: distillation onto the base model's clean vectors, gated on held-out gallery photos
-    damaged like the camera, with a bootstrap interval."""
+    """Camera adaptation: distillation onto the base model's clean vectors, and the gallery's faces joined with
+    their camera views where that identifies the early-stopping photos better (facerec.camera_view); the
+    whole gated on other held-out gallery photos damaged like the camera, with a bootstrap interval."""
     source = f"gallery photos, to {request.target or 'the camera described'}"
     detail = DetailScale.fit(faces.chips, seed=options.seed)
     camera, gallery_camera = measure_camera(request, pipeline, observed, detail, progress)
@@ -608,12 +604,18 @@ def _camera_trial(
     setup = _setup(faces, source, lfw, options)
     split = setup.split
     train_chips, train_labels = faces.chips[split.train], faces.labels[split.train]
+    view = CameraView(camera, noise)
+    views = view.views(scenes, keys, pipeline)  # every enrolled face's, as the gallery would store them
 
     def probes(rows: np.ndarray, seed: int) -> Probes:
         chosen = [scenes[i] for i in rows]
         return damaged_probes(chosen, faces.labels[rows], camera, pipeline, noise, copies=PROBE_COPIES, seed=seed)
 
     val, gate = probes(split.val, options.seed + 1), probes(split.gate, options.seed + 2)
+    clean_val = Held(train_chips, train_labels, val).score(base)
+    joined_val = Held(train_chips, train_labels, val, views[:, split.train]).score(base)
+    use_views = request.views == "on" or (request.views == "auto" and joined_val > clean_val)
+    stored_views = views[:, split.train] if use_views else None
     rng = np.random.default_rng(options.seed + 3)
     train_scenes = [scenes[i] for i in split.train]
     damaged = np.stack(
@@ -629,29 +631,53 @@ def _camera_trial(
         vectors = embedder.embed(faces.chips)
         return identification(vectors, faces.labels, split.general_enroll, split.general_probe)[0]
 
-    before_correct = correct(base, train_chips, train_labels, gate)
+    # Before: the gallery as it is (clean vectors, base model); after: the model and the views it would keep.
+    before_correct = Held(train_chips, train_labels, gate).correct(base)
     before = Scores(round(float(before_correct.mean()), 4), round(clean_score(base), 4))
     training = distil(
         base,
         train_chips,
         train_labels,
         damaged,
-        (train_chips, train_labels, val),
+        Held(train_chips, train_labels, val, stored_views),
         distil_options,
         progress=progress,
     )
     adapted = replace(base, module=training.module)
-    after_correct = correct(adapted, train_chips, train_labels, gate)
+    after_correct = Held(train_chips, train_labels, gate, stored_views).correct(adapted)
     after = Scores(round(float(after_correct.mean()), 4), round(clean_score(adapted), 4))
     gain = gain_interval(before_correct, after_correct, gate.photo, seed=options.seed)
     kept, reason = camera_gate(before, after, gain, options.max_drop)
+    chosen_view = view if use_views else None
 
     def score_map(adapted_model: Embedder) -> ScoreMap:
-        clean = adapted_model.embed(train_chips)
-        return ScoreMap.measure(base.embed(train_chips), clean, train_labels, probes=adapted_model.embed(damaged[0]))
+        stored = (
+            adapted_model.embed(train_chips)
+            if chosen_view is None
+            else chosen_view.vectors(adapted_model, train_chips, views[:, split.train])
+        )
+        return ScoreMap.measure(base.embed(train_chips), stored, train_labels, probes=adapted_model.embed(damaged[0]))
 
-    camera_record = {"target": asdict(camera.summary()), "gallery": asdict(gallery_camera.summary())}
-    return _Trial(setup, before, after, training, kept, reason, score_map, camera=camera_record, gain=gain)
+    camera_record = {
+        "target": asdict(camera.summary()),
+        "gallery": asdict(gallery_camera.summary()),
+        # Whether the gallery joins its faces with their camera views, and the base model's early-stopping
+        # accuracy that decided it: clean vectors, and joined.
+        "views": {"used": bool(use_views), "decided_on": [round(clean_val[0], 4), round(joined_val[0], 4)]},
+    }
+    return _Trial(
+        setup,
+        before,
+        after,
+        training,
+        kept,
+        reason,
+        score_map,
+        camera=camera_record,
+        gain=gain,
+        view=chosen_view,
+        views=views,
+    )
 
 
 def adapt_gallery(
@@ -698,8 +724,9 @@ def adapt_gallery(
             chips = base.stack([o.chip for o in observed])
             faces = _face_set(chips, persons, hashes, base)
             check = LfwCheck(lfw, pipeline, progress) if lfw is not None else None
+            keys = [view_key(r.sha256, r.box) for r in records]
             trial = _camera_trial(
-                base, pipeline, observed, scenes, faces, camera, check, options, distil_options, progress
+                base, pipeline, observed, scenes, keys, faces, camera, check, options, distil_options, progress
             )
         else:
             chips = gallery_chips(records, pipeline, progress)
@@ -779,12 +806,15 @@ def adapt_gallery(
                     )
                 },
                 score_map,
+                trial.view.to_record() if trial.view is not None else None,
             )
             meta = gallery.meta.adapted(path.resolve(), sha256_file(path), adaptation)
             _reembed(
                 gallery,
                 stored,
-                adapted.embed(chips),
+                adapted.embed(chips)
+                if trial.view is None or trial.views is None
+                else trial.view.vectors(adapted, chips, trial.views),
                 lambda: base.embed(chips),
                 meta,
                 veto_vectors(gallery, meta, pipeline, adapted),

@@ -574,7 +574,11 @@ def info(gallery: Path, device: str, as_json: bool) -> None:
             from .camera import CameraSummary
 
             target = CameraSummary(**adapted["camera"]["target"])
-            lines.append(f"adapted to the camera of {target.source}: {target.line()}")
+            joined = adapted["camera"].get("views", {}).get("used")
+            lines.append(
+                f"adapted to the camera of {target.source}: {target.line()}"
+                + ("; faces joined with their view as this camera shows them" if joined else "")
+            )
     lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()))
     _emit(as_json, data, "\n".join(lines))
 
@@ -739,6 +743,14 @@ def _watch_text(summary: WatchSummary) -> str:
 @click.option("--noise", type=click.FloatRange(0, 100), default=None, help="The camera's noise, in grey levels.")
 @click.option("--jpeg", type=click.IntRange(1, 100), default=None, metavar="Q", help="The camera's JPEG quality.")
 @click.option(
+    "--views",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="With a camera: store each enrolled face joined with its view as the camera would show it "
+    "(auto: when that identifies held-out photos better).",
+)
+@click.option(
     "--epochs",
     type=click.IntRange(1, 200),
     default=None,
@@ -774,6 +786,7 @@ def adapt(
     grey: bool | None,
     noise: float | None,
     jpeg: int | None,
+    views: str,
     epochs: int | None,
     holdout: float,
     max_drop: float,
@@ -787,7 +800,8 @@ def adapt(
 
     Without --target: fine-tuned to the gallery's people in their own photos. With --target (or --face-size,
     --grey, --noise, --jpeg): taught the camera by distillation, the base model on each clean gallery photo
-    teaching a copy that sees the photo as the camera would show it.
+    teaching a copy that sees the photo as the camera would show it; and each enrolled face stored joined with
+    its view as the camera would show it (--views), faces enrolled later too.
 
     Reports, before and after, identification of held-out photos (as the camera shows them, with --target)
     and a general check (LFW pairs with --lfw, else people held back from training). A kept model is saved
@@ -809,7 +823,11 @@ def adapt(
         )
         return
     described = (face_size, grey, noise, jpeg)
-    camera = CameraRequest(target, *described) if target is not None or any(v is not None for v in described) else None
+    camera = (
+        CameraRequest(target, *described, views=views)
+        if target is not None or any(v is not None for v in described)
+        else None
+    )
     options = AdaptOptions(holdout=holdout, max_drop=max_drop, **({"epochs": epochs} if epochs and not camera else {}))
     distil_options = DistilOptions(**({"epochs": epochs} if epochs else {}))
     report = rec.adapt(
@@ -826,6 +844,12 @@ def adapt(
             f"  camera:  {CameraSummary(**report.camera['target']).line()}",
             f"  gallery: {CameraSummary(**report.camera['gallery']).line()}",
         ]
+        joined = report.camera["views"]
+        clean_val, joined_val = joined["decided_on"]
+        lines.append(
+            f"  views:   faces {'' if joined['used'] else 'not '}joined with their camera view "
+            f"(early-stopping photos with the base model: clean {clean_val:.4f}, joined {joined_val:.4f})"
+        )
     held_out = "held-out photos, as the camera" if report.camera else "new people, held-out photos"
     lines += [
         f"  {'':<34}{'before':>8}{'after':>8}",

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .camera_view import gallery_view, stored_vectors, view_key
 from .cluster import (
     DEFAULT_MIN_FACES,
     ClusterResult,
@@ -132,29 +133,38 @@ def name_group(session: GallerySession, out: str | Path, group_id: str, name: st
             f"run facerec cluster again with --gallery {session.path}"
         )
     pipeline = session.pipeline
-    records, vectors, skipped = [], [], []
+    cached: list[tuple[FaceRecord, np.ndarray]] = []
+    fresh: list[FaceRecord] = []
+    chips, views, skipped = [], [], []
     with session.open_writer() as gallery:
         owners = gallery.owners_by_hash()
+        view = gallery_view(gallery.meta)
         already = sum(face.key in owners for face in faces)
         for face in faces:
             if face.key in owners:
                 continue
-            vector = face.vector
-            if vector is None:  # not cached: embed the face again from its photo
-                try:
-                    image = pipeline.read(face.image)
-                except ImageError as exc:
-                    skipped.append(str(exc))
-                    continue
-                found = pipeline.face_at(image, face.box)
-                if found is None:
-                    skipped.append(f"{face.image}: the face is no longer found in it")
-                    continue
-                vector = pipeline.vectors(image, [found])[0]
-            records.append(FaceRecord(name, str(Path(face.image).resolve()), face.key, face.box, face.score))
-            vectors.append(vector)
-        if records:
-            gallery.add(records, np.stack(vectors))
+            record = FaceRecord(name, str(Path(face.image).resolve()), face.key, face.box, face.score)
+            if face.vector is not None and view is None:
+                cached.append((record, face.vector))
+                continue
+            # Not cached, or the gallery joins its faces with camera views: embedded again from the photo.
+            try:
+                image = pipeline.read(face.image)
+            except ImageError as exc:
+                skipped.append(str(exc))
+                continue
+            found = pipeline.face_at(image, face.box)
+            if found is None:
+                skipped.append(f"{face.image}: the face is no longer found in it")
+                continue
+            fresh.append(record)
+            chips.append(pipeline.chip(image, found))
+            if view is not None:
+                views.append(view.face_views(image, found, view_key(record.sha256, record.box), pipeline))
+        records = [record for record, _ in cached] + fresh
+        if records:  # one transaction
+            vectors = [vector[None] for _, vector in cached]
+            gallery.add(records, np.concatenate([*vectors, stored_vectors(view, pipeline, chips, views)]))
         report = NameReport(
             group_id, name, str(session.path), len(records), already, gallery.count, gallery.people_count, skipped
         )

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from .camera import Camera
-from .detect import Face, iou
+from .camera_view import Scene, as_camera_shows, embed_views, join
 from .embedders.base import FAMILIES, Embedder
 from .pipeline import FacePipeline
 from .training import EarlyStopping, Step, Trained, run_epochs
@@ -54,45 +54,6 @@ class DistilOptions:
     batch_size: int = 32
     patience: int = 2  # epochs without a better held-out score before stopping
     seed: int = 0
-
-
-@dataclass
-class Scene:
-    """An enrolled face with its surroundings (a region of its photo): what a camera's damage is done to."""
-
-    image: np.ndarray  # RGB uint8 region of the photo
-    face: Face  # the face, in the region's coordinates
-
-
-def scene(image: np.ndarray, face: Face, margin: float = 0.6) -> Scene:
-    """The face and `margin` of its width around it on every side: enough for the detector to find it again,
-    and a bounded amount of memory whatever the photo's size."""
-    x1, y1, x2, y2 = face.box
-    grow = margin * max(x2 - x1, y2 - y1)
-    left, top = max(int(x1 - grow), 0), max(int(y1 - grow), 0)
-    right, bottom = min(int(np.ceil(x2 + grow)), image.shape[1]), min(int(np.ceil(y2 + grow)), image.shape[0])
-    moved = Face(
-        (x1 - left, y1 - top, x2 - left, y2 - top),
-        face.score,
-        tuple((x - left, y - top) for x, y in face.landmarks),
-    )
-    return Scene(np.ascontiguousarray(image[top:bottom, left:right]), moved)
-
-
-def as_camera_shows(
-    scenes: list[Scene], camera: Camera, pipeline: FacePipeline, gallery_noise: float, rng: np.random.Generator
-) -> np.ndarray:
-    """Each scene damaged by the camera, its face detected and aligned again (landmarks found on a small face
-    are less exact, and that is part of what the student must learn); a face the detector misses is aligned
-    where it was."""
-    chips = []
-    for item in scenes:
-        damaged = camera.damage(item.image, item.face.box, gallery_noise, rng)
-        overlap, found = max(
-            ((iou(f.box, item.face.box), f) for f in pipeline.detect(damaged)), key=lambda p: p[0], default=(0.0, None)
-        )
-        chips.append(pipeline.chip(damaged, found if found is not None and overlap >= 0.3 else item.face))
-    return pipeline.embedder.stack(chips)
 
 
 @dataclass
@@ -123,22 +84,46 @@ def damaged_probes(
     )
 
 
-def _margins(embedder: Embedder, enroll: np.ndarray, enroll_labels: np.ndarray, probes: Probes) -> np.ndarray:
-    """Each damaged probe's similarity to its own person's centroid of the clean enrolled photos, less the
-    best other person's: positive where it is identified right."""
+def _margins(
+    embedder: Embedder, enroll: np.ndarray, enroll_labels: np.ndarray, probes: Probes, views: np.ndarray | None
+) -> np.ndarray:
+    """Each damaged probe's similarity to its own person's centroid of the enrolled photos (their clean
+    vectors, joined with their camera `views` when given: what the gallery would store), less the best other
+    person's: positive where it is identified right."""
     people, rows = np.unique(enroll_labels, return_inverse=True)
-    sims = embedder.embed(probes.chips) @ group_means(embedder.embed(enroll), rows, len(people)).T
+    stored = embedder.embed(enroll) if views is None else join(embedder.embed(enroll), embed_views(embedder, views))
+    sims = embedder.embed(probes.chips) @ group_means(stored, rows, len(people)).T
     where = np.arange(len(sims)), np.searchsorted(people, probes.labels)
     own = sims[where].copy()
     sims[where] = -np.inf
     return own - sims.max(axis=1)
 
 
-def correct(embedder: Embedder, enroll: np.ndarray, enroll_labels: np.ndarray, probes: Probes) -> np.ndarray:
-    """Whether each damaged probe's nearest centroid of the clean enrolled photos is its own person."""
-    if len(probes.chips) == 0:
-        return np.zeros(0, bool)
-    return _margins(embedder, enroll, enroll_labels, probes) > 0
+@dataclass
+class Held:
+    """What a model is measured on: the enrolled (training) chips, their labels and camera views (None: the
+    gallery stores clean vectors), and damaged held-out probes."""
+
+    enroll: np.ndarray
+    labels: np.ndarray
+    probes: Probes
+    views: np.ndarray | None = None
+
+    def margins(self, embedder: Embedder) -> np.ndarray:
+        if len(self.probes.chips) == 0:
+            return np.zeros(0)
+        return _margins(embedder, self.enroll, self.labels, self.probes, self.views)
+
+    def correct(self, embedder: Embedder) -> np.ndarray:
+        """Whether each probe's nearest centroid is its own person."""
+        return self.margins(embedder) > 0
+
+    def score(self, embedder: Embedder) -> tuple[float, float]:
+        """Accuracy, then the mean margin to break ties (on a few held-out photos accuracy often ties)."""
+        margins = self.margins(embedder)
+        if len(margins) == 0:
+            return float("nan"), float("nan")
+        return float(np.mean(margins > 0)), float(np.mean(margins))
 
 
 def gain_interval(
@@ -163,15 +148,14 @@ def distil(
     chips: np.ndarray,
     labels: np.ndarray,
     damaged: np.ndarray,
-    val: tuple[np.ndarray, np.ndarray, Probes],
+    val: Held,
     options: DistilOptions,
     *,
     progress: bool,
 ) -> Trained:
     """Distil a copy of the base network on `chips` (clean training chips of people `labels`; `damaged`, of
     shape (copies, N, H, W, 3): the same faces as the camera shows them, see `as_camera_shows`). Returns the
-    epoch that did best on `val` (clean enrolled chips, their labels, damaged held-out probes), epoch 0
-    being the base network itself."""
+    epoch that did best on `val`, epoch 0 being the base network itself."""
     torch.manual_seed(options.seed)
     rng = np.random.default_rng(options.seed)
     device = base.device
@@ -186,13 +170,7 @@ def distil(
     people = torch.from_numpy(np.asarray(labels)).to(device)
     step = Step(torch.optim.Adam(params, lr=options.lr), device)
 
-    def score() -> tuple[float, float]:
-        """Accuracy, then the mean margin to break ties (on a few held-out photos accuracy often ties)."""
-        if len(val[2].chips) == 0:
-            return float("nan"), float("nan")
-        margins = _margins(student, *val)
-        return float(np.mean(margins > 0)), float(np.mean(margins))
-
+    score = lambda: val.score(student)
     copies = len(damaged)
 
     def batch_losses(_epoch: int) -> Iterator[tuple[int, torch.Tensor]]:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from .camera_view import gallery_view, stored_vectors, view_key
 from .detect import Face
 from .errors import ImageError, InputError, Interrupted, InvalidNameError
 from .fileio import sha256_bytes
@@ -57,6 +58,7 @@ class _Prepared:
     digest: str = ""
     record: FaceRecord | None = None
     chip: np.ndarray | None = None
+    views: np.ndarray | None = None  # the face's camera view, in a gallery that joins faces with one
     skipped: Skipped | None = None  # read, but no usable face
     failed: Skipped | None = None  # could not be read
 
@@ -101,10 +103,11 @@ def enroll_folder(session: GallerySession, photo_dir: str | Path) -> EnrollRepor
     settings = session.settings
     report = EnrollReport(gallery=str(session.path), model=session.model, skipped=list(invalid))
     added: Counter[str] = Counter()
-    pending: list[tuple[FaceRecord, np.ndarray]] = []
+    pending: list[_Prepared] = []
     pipeline = session.pipeline  # loaded here, not in the background threads
 
     with session.open_writer() as gallery:
+        view = gallery_view(gallery.meta)
         # Who each photo (by content hash) is enrolled as: stored ones, and this run's as they are taken.
         # Background threads only read it, to skip decoding photos seen before (a re-run is quick); the
         # decision is this thread's, so that two copies of one photo in flight are enrolled once.
@@ -112,8 +115,11 @@ def enroll_folder(session: GallerySession, photo_dir: str | Path) -> EnrollRepor
 
         def flush() -> None:
             if pending:
-                gallery.add([record for record, _ in pending], pipeline.embed([chip for _, chip in pending]))
-                added.update(record.person for record, _ in pending)
+                records = [p.record for p in pending if p.record is not None]
+                chips = [p.chip for p in pending if p.chip is not None]
+                views = [p.views for p in pending if p.views is not None]
+                gallery.add(records, stored_vectors(view, pipeline, chips, views))
+                added.update(record.person for record in records)
                 pending.clear()
 
         def prepare_one(person: str, path: Path, found: tuple[ReducedPhoto, list[Face]] | ImageError) -> _Prepared:
@@ -126,7 +132,10 @@ def enroll_folder(session: GallerySession, photo_dir: str | Path) -> EnrollRepor
             if face is None:
                 return _Prepared(path, photo.sha256, skipped=Skipped(str(path), why))
             record = FaceRecord(person, str(path.resolve()), photo.sha256, face.box, face.score)
-            return _Prepared(path, photo.sha256, record, pipeline.photo_chips(photo, [face])[0])
+            views = None
+            if view is not None:
+                views = view.face_views(pipeline.full_image(photo), face, view_key(photo.sha256, face.box), pipeline)
+            return _Prepared(path, photo.sha256, record, pipeline.photo_chips(photo, [face])[0], views)
 
         def prepare(steps: list[tuple[str, Path]]) -> list[_Prepared]:
             """Everything but the embedding, in the background, for a few photos detected together."""
@@ -154,7 +163,7 @@ def enroll_folder(session: GallerySession, photo_dir: str | Path) -> EnrollRepor
                 else:
                     assert photo.record is not None and photo.chip is not None
                     owners[photo.digest] = photo.record.person
-                    pending.append((photo.record, photo.chip))
+                    pending.append(photo)
                     if len(pending) >= settings.batch_size:
                         flush()
                     bar.set_postfix(faces=sum(added.values()) + len(pending), refresh=False)
@@ -176,7 +185,9 @@ def enroll_folder(session: GallerySession, photo_dir: str | Path) -> EnrollRepor
 
 
 def enroll_chosen_frames(session: GallerySession, name: str, source: str, chosen: Sequence[tuple[Any, Any]]) -> int:
-    """Enroll frames chosen from a camera (`stream.collect_enrollment_frames`) as `name`; returns how many."""
+    """Enroll frames chosen from a camera (`stream.collect_enrollment_frames`) as `name`; returns how many.
+    They are stored as plain vectors even in a gallery that joins faces with a camera view: a camera's own
+    frames are its view already."""
     pipeline = session.pipeline
     records, chips = [], []
     for frame, face in chosen:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TypeVar
 
 Item = TypeVar("Item")
@@ -22,39 +23,47 @@ def _one_torch_thread() -> None:
     torch.set_num_threads(1)
 
 
+@contextmanager
+def torch_threads_beside(busy: int) -> Iterator[None]:
+    """The calling thread computes on its torch thread count less `busy` threads working beside it (at least
+    one), restored on leaving: the cores are shared rather than oversubscribed. Torch's CPU thread count is a
+    per-thread setting (OpenMP's), so it is the caller's own count that is lowered."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads - busy))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def prefetch(
     items: Iterable[Item], work: Callable[[Item], Result], *, workers: int = 2, depth: int = 8
 ) -> Generator[Result, None, None]:
     """work(item) for every item, in order, computed up to `depth` items ahead by `workers` threads.
 
-    Torch's CPU thread count is a per-thread setting (OpenMP's): each worker computes on one thread and,
-    while this runs, the caller on its own count less the workers, so that the cores are shared rather
-    than oversubscribed (on 2 cores, every thread on both cores ran at 25 photos/s instead of 38).
+    Each worker computes on one torch thread and, while this runs, the caller on its own count less the
+    workers (`torch_threads_beside`; on 2 cores, every thread on both cores ran at 25 photos/s instead of 38).
     An exception raised by `work` is raised here, at its item. Leaving the loop early (break, an
     exception, Ctrl-C) cancels what has not started and waits for the items being worked on.
     """
-    import torch
-
     workers = max(1, workers)
-    caller_threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, caller_threads - workers))
-    try:
-        with ThreadPoolExecutor(
-            max_workers=workers, thread_name_prefix="facerec", initializer=_one_torch_thread
-        ) as pool:
-            pending: deque = deque()
-            try:
-                for item in items:
-                    pending.append(pool.submit(work, item))
-                    if len(pending) >= depth:
-                        yield pending.popleft().result()
-                while pending:
+    with (
+        torch_threads_beside(workers),
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="facerec", initializer=_one_torch_thread) as pool,
+    ):
+        pending: deque = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(work, item))
+                if len(pending) >= depth:
                     yield pending.popleft().result()
-            finally:
-                for future in pending:
-                    future.cancel()
-    finally:
-        torch.set_num_threads(caller_threads)
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def batches(

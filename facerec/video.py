@@ -12,6 +12,7 @@ from dataclasses import replace
 import numpy as np
 
 from .gallery import validate_name
+from .prefetch import torch_threads_beside
 from .regions import FrameScanner
 from .session import GallerySession
 from .stream import FrameResult, FrameSource, Tracker, collect_enrollment_frames, watch
@@ -66,17 +67,13 @@ def watch_source(
         if isinstance(source, FrameSource)
         else FrameSource(str(source), realtime=realtime, reconnect_timeout=reconnect_timeout, on_status=on_status)
     )
-    import torch
-
     # The capture or decoding thread gets a core of its own: on 2 cores, MTCNN on 2 torch threads that
     # compete with it (or with anything else running) was several times slower, not faster (bench/stream.py).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads - 1))
     try:
-        yield from watch(frames, scanner, tracker)
+        with torch_threads_beside(1):
+            yield from watch(frames, scanner, tracker)
     finally:
         frames.close()
-        torch.set_num_threads(threads)
 
 
 def enroll_from_camera(

@@ -19,9 +19,10 @@ from click.testing import CliRunner
 
 from facerec import FaceRecognizer
 from facerec.camera import Camera, DetailScale, Look, Observation, jpeg_quality, noise_level
+from facerec.camera_view import CameraView, Scene, as_camera_shows, join, scene, view_key
 from facerec.cli import main
 from facerec.decision import ScoreMap
-from facerec.distil import DistilOptions, Scene, as_camera_shows, damaged_probes, distil, gain_interval, scene
+from facerec.distil import DistilOptions, Held, damaged_probes, distil, gain_interval
 from facerec.gallery import Gallery
 from facerec.lfw import lfw_photos
 from facerec.pipeline import FacePipeline
@@ -149,7 +150,7 @@ def test_distillation_loss_falls_and_a_student_that_got_worse_is_not_returned(pi
     damaged = np.stack([as_camera_shows(scenes, camera, pipeline, 0.0, rng) for _ in range(2)])
     fresh = damaged_probes(scenes, labels, camera, pipeline, 0.0, copies=1, seed=7)
     options = DistilOptions(epochs=2, lr=1e-4, batch_size=16, patience=5)
-    result = distil(base, chips, labels, damaged, (chips, labels, fresh), options, progress=False)
+    result = distil(base, chips, labels, damaged, Held(chips, labels, fresh), options, progress=False)
     assert len(result.losses) == 2 and result.losses[-1] < result.losses[0]
     assert len(result.val_accuracy) == 3 and result.val_accuracy[0] == 1.0
     if result.best_epoch == 0:
@@ -245,8 +246,11 @@ def _garbage_video(folder: Path) -> Path:
     return path
 
 
-def test_kept_camera_model_is_used_shown_and_rolled_back_exactly(lfw_gallery, tmp_path, monkeypatch):
-    """The keeping mechanics of a camera model; whether one earns keeping is measured by bench/adapt.py."""
+def test_kept_camera_model_is_used_shown_and_rolled_back_exactly(lfw_gallery, lfw_people, tmp_path, monkeypatch):
+    """The keeping mechanics of a camera adaptation with camera views: the gallery's faces, and a person
+    enrolled after adapting, are stored joined with their views exactly as the record says to make them;
+    rollback gives back the base vectors, and embeds the later person with the base model. Whether an
+    adaptation earns keeping is measured by bench/adapt.py."""
     import facerec.adapt
 
     gallery = _copy(lfw_gallery[0], tmp_path)
@@ -256,17 +260,65 @@ def test_kept_camera_model_is_used_shown_and_rolled_back_exactly(lfw_gallery, tm
     with Gallery.open(gallery) as g:
         base_vectors = g.vectors()[1].copy()
     args = ["adapt", "--gallery", str(gallery), "--face-size", "16", "--grey", "--epochs", "1", "--device", "cpu"]
-    result = CliRunner().invoke(main, [*args, "--json"])
+    result = CliRunner().invoke(main, [*args, "--views", "on", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output.strip().splitlines()[-1])
     assert report["kept"] and report["camera"]["target"]["grey_share"] == 1.0
-    assert report["camera"]["target"]["face_width_px"][1] == 16.0
+    assert report["camera"]["target"]["face_width_px"][1] == 16.0 and report["camera"]["views"]["used"]
+    later = tmp_path / "later"
+    person, files = list(lfw_people.items())[30]
+    (later / person).mkdir(parents=True)
+    (later / person / files[0].name).symlink_to(files[0])
+    FaceRecognizer(gallery, device="cpu").enroll(later)
     with Gallery.open(gallery) as g:  # on the checkpoint now (whose weights may equal the base: best epoch 0)
         assert g.meta.weights_path == report["checkpoint"] and g.meta.adaptation is not None
         assert g.meta.adaptation.record["camera"]["target"]["grey_share"] == 1.0
+        assert g.meta.adaptation.camera_view is not None
+        view = CameraView.from_record(g.meta.adaptation.camera_view)
+        ids, stored = g.vectors()
+        records = dict(g.records())
+    assert view.camera.summary().grey_share == 1.0 and view.copies == 4
+    adapted = FacePipeline.load("dlib-resnet", weights=Path(report["checkpoint"]), device="cpu")
+    for face_id in (int(ids[0]), int(ids[-1])):  # a face stored when adapting, and the one enrolled since
+        record = records[face_id]
+        image = adapted.read(record.source)
+        face = adapted.face_at(image, record.box)
+        assert face is not None
+        views = view.face_views(image, face, view_key(record.sha256, record.box), adapted)[:, None]
+        expected = view.vectors(adapted.embedder, adapted.chip(image, face)[None], views)[0]
+        assert float(expected @ stored[list(ids).index(face_id)]) > 0.9999, record.source
+        plain = adapted.embed([adapted.chip(image, face)])[0]
+        assert float(plain @ stored[list(ids).index(face_id)]) < 0.999  # joined, not the plain vector
     info = CliRunner().invoke(main, ["info", "--gallery", str(gallery)])
     assert info.exit_code == 0 and "camera" in info.output and "16 px" in info.output, info.output
+    assert "joined with their view" in info.output
     result = CliRunner().invoke(main, ["adapt", "--rollback", "--gallery", str(gallery), "--json"])
     assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["re_embedded"] == 1
     with Gallery.open(gallery) as g:
-        assert np.array_equal(g.vectors()[1], base_vectors)
+        assert g.meta.adaptation is None and np.array_equal(g.vectors()[1][:-1], base_vectors)
+        base = FacePipeline.load("dlib-resnet", device="cpu")
+        image = base.read(files[0])
+        assert float(base.vectors(image, [base.main_face(image)[0]])[0] @ g.vectors()[1][-1]) > 0.9999
+
+
+def test_camera_views_are_seeded_by_their_face_and_joined_alike(clean, pipeline):
+    chips, _, scenes = clean
+    view = CameraView(Camera((Look(14.0, True, 3.0, 60, 120.0, 40.0),), "test"), 0.5, copies=2)
+    keys = [view_key(f"photo{i}", s.face.box) for i, s in enumerate(scenes[:3])]
+    together = view.views(scenes[:3], keys, pipeline)
+    assert together.shape == (2, 3, *chips.shape[1:])
+    alone = view.views(scenes[2:3], keys[2:3], pipeline)
+    assert np.array_equal(alone[:, 0], together[:, 2])  # a face's view does not depend on the others viewed
+    assert not np.array_equal(together[0, 2], together[1, 2])  # its copies differ
+    assert not np.array_equal(view.views(scenes[2:3], ["other"], pipeline), alone)
+    assert np.array_equal(together[..., 0], together[..., 1])  # grey, as the camera is
+    assert CameraView.from_record(json.loads(json.dumps(view.to_record()))) == view
+
+    clean_vectors = pipeline.embed(chips[:3])
+    same = join(clean_vectors, np.stack([clean_vectors, clean_vectors]))
+    assert np.allclose(same, clean_vectors, atol=1e-6)
+    joined = view.vectors(pipeline.embedder, chips[:3], together)
+    assert np.allclose(np.linalg.norm(joined, axis=1), 1.0, atol=1e-5)
+    damaged = pipeline.embed(together.reshape(-1, *chips.shape[1:])).reshape(2, 3, -1)
+    assert np.all((joined * clean_vectors).sum(axis=1) > (damaged * clean_vectors).sum(axis=2).mean(axis=0))

@@ -21,13 +21,15 @@ FORMAT_VERSION = 1
 @dataclass(frozen=True)
 class Adaptation:
     """An adapted gallery's record: the base weights to return to, how the checkpoint was made and
-    measured (`record`: fingerprint, created, before, after, people, photos, general_check, source), and
-    the adapted model's score scale."""
+    measured (`record`: fingerprint, created, before, after, people, photos, general_check, source), the
+    adapted model's score scale, and for a camera adaptation whose faces are joined with their camera views
+    how to make a view (`camera_view.CameraView.to_record`), so that faces enrolled later are stored alike."""
 
     base_weights_path: str
     base_weights_sha256: str
     record: dict[str, Any]
     score_map: ScoreMap
+    camera_view: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class GalleryMeta:
                 rows["base_weights_sha256"],
                 json.loads(rows["adapted"]),
                 ScoreMap(**json.loads(rows["score_map"])),
+                json.loads(rows["camera_view"]) if rows.get("camera_view") else None,
             )
         return cls(
             rows["model"],
@@ -100,6 +103,7 @@ class GalleryMeta:
             "base_weights_sha256": adaptation.base_weights_sha256 if adaptation else None,
             "adapted": json.dumps(adaptation.record) if adaptation else None,
             "score_map": json.dumps(asdict(adaptation.score_map)) if adaptation else None,
+            "camera_view": json.dumps(adaptation.camera_view) if adaptation and adaptation.camera_view else None,
         }
 
     def describe_adaptation(self) -> dict[str, Any] | None:
