@@ -856,8 +856,13 @@ def adapt(
         f"  {held_out:<34}{report.before.new_people:>8.4f}{report.after.new_people:>8.4f}"
         f"   ({report.gate_photos} photos)",
         f"  {'general check':<34}{report.before.general:>8.4f}{report.after.general:>8.4f}   ({report.general_check})",
-        f"{verdict}: {report.reason}",
     ]
+    if report.before.clean_gallery is not None and report.after.clean_gallery is not None:
+        lines.append(
+            f"  {'the gallery clean, leave-one-out':<34}{report.before.clean_gallery:>8.4f}"
+            f"{report.after.clean_gallery:>8.4f}   (each enrolled photo against the others, as stored)"
+        )
+    lines.append(f"{verdict}: {report.reason}")
     if report.checkpoint:
         lines.append(
             f"checkpoint {report.checkpoint}; gallery re-embedded (undo: facerec adapt --rollback --gallery {gallery})"
