@@ -4,7 +4,7 @@ larger web-style photos.
     pip install face_recognition --no-deps "setuptools<81"   # plus dlib-bin (in facerec's test extras)
     python bench/compare.py [--min-photos 6] [--max-probes 3] [--strangers 500] [--pairs-folds 2] [--threads 2]
                             [--min-face 20] [--sets lfw,web,large] [--web-people 12] [--web-strangers 12]
-                            [--large-people 6] [--large-strangers 6]
+                            [--large-people 6] [--large-strangers 6] [--repeats 2]
 
 This script installs nothing. face_recognition needs dlib (`dlib-bin` wheels), `face_recognition_models`
 (a facerec dependency) and `pkg_resources` (setuptools below 81).
@@ -18,7 +18,9 @@ API with `dlib-resnet` (MTCNN, aligned chips, test-time flip, person centroids, 
 In every photo the face nearest the centre is the labelled one; a photo where a tool finds no face counts
 as wrong (unknown, for a stranger: a correct reject). Verification: the LFW pairs of the first
 --pairs-folds folds, 10-fold-style accuracy with the threshold chosen on the other folds. Photos per
-second cover everything each tool does to a photo (read, detect, encode), CPU, one process.
+second cover everything each tool does to a photo (read, detect, encode), CPU, one process; the tools take
+turns --repeats times on each set and each one's best speed is reported (accuracy is the first run's: every
+run gives the same).
 
 Web-style sets (identification only, same rules): --web-people (--large-people) of the enrolled people (3
 photos each, up to 2 probes each) and --web-strangers (--large-strangers) strangers, each LFW photo made
@@ -275,9 +277,19 @@ def measure(tool, enrolled, probes, pairs) -> dict:
     return {**figures, "_best": best}
 
 
-def compare(face_recognition_tool, facerec_tool, enrolled, probes, pairs) -> dict:
-    """Both tools on one set, face_recognition first; the figures, and facerec's over face_recognition's."""
-    a, b = (measure(tool, enrolled, probes, pairs) for tool in (face_recognition_tool, facerec_tool))
+def compare(face_recognition_tool, facerec_tool, enrolled, probes, pairs, repeats: int = 1) -> dict:
+    """Both tools on one set, face_recognition first, `repeats` times in turn (a fresh facerec gallery each
+    time, `facerec_tool(run)`); the figures of the first run, each tool's best speed, and facerec's over
+    face_recognition's. Taking turns and the best of each keeps a burst of other work on this shared machine
+    from landing on one tool only."""
+    runs = []
+    for run in range(repeats):
+        runs.append([measure(tool, enrolled, probes, pairs) for tool in (face_recognition_tool, facerec_tool(run))])
+    a, b = runs[0]
+    for key in ("identify_photos_per_s", "pairs_photos_per_s"):
+        for figures, tool in ((a, 0), (b, 1)):
+            if key in figures:
+                figures[key] = max(r[tool][key] for r in runs)
     # face_recognition again, at the threshold that gives it facerec's stranger false-accept rate.
     matched = at_false_accepts(probes, a.pop("_best"), b["stranger_false_accepts"])
     b.pop("_best")
@@ -304,6 +316,7 @@ def main() -> None:
     parser.add_argument("--strangers", type=int, default=500)
     parser.add_argument("--pairs-folds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each tool, in turn; speeds are the best")
     parser.add_argument(
         "--min-face",
         type=int,
@@ -344,7 +357,8 @@ def main() -> None:
                 strangers = args.web_strangers if web else args.large_strangers
                 few = web_protocol(enrolled, probes, people, strangers)
                 on = (*make_web_set(*few, WEB_SETS[name], work / "photos", background), [])
-            results[name] = compare(face_recognition_tool, FacerecTool(work, args.min_face), *on)
+            tool = lambda run, work=work: FacerecTool(work / f"run{run}", args.min_face)
+            results[name] = compare(face_recognition_tool, tool, *on, repeats=args.repeats)
             results[name]["sizes"] = [f"{w}x{h}" for w, h in WEB_SETS.get(name, [(250, 250)])]
     rows = [("", "face_rec   facerec  ratio")]
     for name, result in results.items():

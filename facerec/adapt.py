@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from .camera import Camera, DetailScale, Observation, jpeg_quality, observe_region
 from .camera_view import CameraView, Scene, as_camera_shows, scene, view_key
+from .cohort import CAMERA_STRANGERS_FILE, MIN_STRANGERS, save_strangers
 from .config import Settings
 from .decision import ScoreMap
 from .detect import Face
@@ -49,6 +50,7 @@ from .gallery import Adaptation, FaceRecord, Gallery, GalleryMeta, no_gallery
 from .images import read_bytes
 from .lfw import central_chips
 from .pipeline import FacePipeline
+from .target import TargetFaces, read_target
 from .training import EarlyStopping, Step, Trained, run_epochs
 from .vectors import group_means, normalise
 
@@ -542,6 +544,7 @@ class _Trial:
     gain: tuple[float, float, float] | None = None
     view: CameraView | None = None  # camera adaptation: the faces' camera views are joined to their vectors
     views: np.ndarray | None = None  # every enrolled face's camera view (copies, N, H, W, 3)
+    target: TargetFaces | None = None  # camera adaptation: the target's faces, the camera's strangers
 
 
 def _general_check(faces: FaceSet, split: Split, lfw: LfwCheck | None) -> tuple[str, int]:
@@ -575,12 +578,11 @@ def _finetune_trial(
 
 def measure_camera(
     request: CameraRequest, pipeline: FacePipeline, observed: list[Observation], detail: DetailScale, progress: bool
-) -> tuple[Camera, Camera]:
-    """The target camera and the gallery's own photos, measured alike; refuses a target that has no faces or is
-    no worse than the gallery (nothing to adapt to)."""
-    from .target import read_target
-
+) -> tuple[Camera, Camera, TargetFaces | None]:
+    """The target camera and the gallery's own photos, measured alike, and the target's faces; refuses a target
+    that has no faces or is no worse than the gallery (nothing to adapt to)."""
     gallery_camera = Camera.measure(observed, detail, "the gallery's photos")
+    found = None
     if request.target is not None:
         found = read_target(request.target, pipeline, progress=progress)
         if not found.observations:
@@ -600,7 +602,7 @@ def measure_camera(
             f"{gallery_camera.summary().line()}. The gallery is unchanged (give --face-size/--grey when the camera "
             "is worse than these pictures show)"
         )
-    return camera, gallery_camera
+    return camera, gallery_camera, found
 
 
 def _camera_trial(
@@ -621,7 +623,7 @@ def _camera_trial(
     whole gated on other held-out gallery photos damaged like the camera, with a bootstrap interval."""
     source = f"gallery photos, to {request.target or 'the camera described'}"
     detail = DetailScale.fit(faces.chips, seed=options.seed)
-    camera, gallery_camera = measure_camera(request, pipeline, observed, detail, progress)
+    camera, gallery_camera, found = measure_camera(request, pipeline, observed, detail, progress)
     noise = float(np.median([o.noise for o in observed]))
     setup = _setup(faces, source, lfw, options)
     split = setup.split
@@ -708,6 +710,29 @@ def _camera_trial(
         gain=gain,
         view=chosen_view,
         views=views,
+        target=found,
+    )
+
+
+def keep_camera_strangers(target: TargetFaces | None, embedder: Embedder, gallery: Path, weights_sha256: str) -> str:
+    """The target's faces, embedded by the kept weights, kept as the gallery's camera strangers
+    (`cohort.CAMERA_STRANGERS_FILE`): the gallery's operating points are then calibrated on the camera's own
+    faces, as `facerec calibrate --strangers` does with photos (the user's own strangers still come first).
+    Returns what the operating points rest on, for the report."""
+    path = gallery / CAMERA_STRANGERS_FILE
+    faces = len(target.observations) if target is not None else 0
+    if target is not None and faces >= MIN_STRANGERS:
+        vectors = embedder.embed(embedder.stack([o.chip for o in target.observations]))
+        provenance = {"weights_sha256": weights_sha256, "target": target.source, "faces": faces}
+        normalisation, calibration = save_strangers(path, vectors, target.pictures_of, provenance)
+        if normalisation and calibration:
+            return (
+                f"calibrated on the camera's own faces ({faces}: {calibration} strangers, {normalisation} to normalise)"
+            )
+    path.unlink(missing_ok=True)  # an earlier adaptation's, or one side empty
+    return (
+        f"the LFW table mapped onto the camera's scores: the target gave {faces} faces, and calibrating on the "
+        f"camera needs {MIN_STRANGERS} (or run facerec calibrate --strangers with photos of the camera's strangers)"
     )
 
 
@@ -819,6 +844,10 @@ def adapt_gallery(
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
             path = save_checkpoint(trial.trained.module, record, settings.models_dir)
+            weights_sha256 = sha256_file(path)
+            if trial.camera is not None:
+                rests_on = keep_camera_strangers(trial.target, adapted, gallery_path, weights_sha256)
+                record["camera"] = report.camera = {**trial.camera, "operating_points": rests_on}
             adaptation = Adaptation(
                 str(base.weights_path),
                 base.weights_sha256,
@@ -839,7 +868,7 @@ def adapt_gallery(
                 score_map,
                 trial.view.to_record() if trial.view is not None else None,
             )
-            meta = gallery.meta.adapted(path.resolve(), sha256_file(path), adaptation)
+            meta = gallery.meta.adapted(path.resolve(), weights_sha256, adaptation)
             _reembed(
                 gallery,
                 stored,
@@ -917,6 +946,8 @@ def rollback_gallery(
         gallery.replace_vectors(
             ids, vectors, meta_base, keep_base=None, vetoes=veto_vectors(gallery, meta_base, pipeline, base)
         )
+        # The adapted camera's strangers were embedded by the adapted weights: of no use to the base model.
+        (gallery_path / CAMERA_STRANGERS_FILE).unlink(missing_ok=True)
     return RollbackReport(
         str(gallery_path),
         base.spec.name,

@@ -863,6 +863,8 @@ def adapt(
             f"{report.after.clean_gallery:>8.4f}   (each enrolled photo against the others, as stored)"
         )
     lines.append(f"{verdict}: {report.reason}")
+    if report.camera and report.camera.get("operating_points"):
+        lines.append(f"operating points: {report.camera['operating_points']}")
     if report.checkpoint:
         lines.append(
             f"checkpoint {report.checkpoint}; gallery re-embedded (undo: facerec adapt --rollback --gallery {gallery})"

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from .session import GallerySession
 
 STRANGERS_FILE = "strangers.npz"
+# The faces of a camera a gallery was adapted to (`adapt --target`), embedded by the adapted weights: its
+# strangers in the camera's own style, kept beside the user's (which are never overwritten by adapting).
+CAMERA_STRANGERS_FILE = "camera-strangers.npz"
 # Below this many faces the cohort's statistics are too thin to trust (bench/calibration.py: 500
 # normalisation faces held the rate only within 1.36x; 1,000 or more within 1.1x).
 MIN_STRANGERS = 200
@@ -85,9 +88,34 @@ def shipped_cohort(model: str, weights_sha256: str) -> Cohort | None:
 
 
 def gallery_cohort(gallery: Path, weights_sha256: str) -> Cohort | None:
-    """The user's own strangers kept with the gallery, when made by these weights."""
-    path = gallery / STRANGERS_FILE
-    return _read(path, weights_sha256, f"own strangers, {path}") if path.is_file() else None
+    """The user's own strangers kept with the gallery, when made by these weights; else the faces of the camera
+    the gallery was adapted to, when made by these weights."""
+    for name, what in ((STRANGERS_FILE, "own strangers"), (CAMERA_STRANGERS_FILE, "the adapted camera's faces")):
+        path = gallery / name
+        found = _read(path, weights_sha256, f"{what}, {path}") if path.is_file() else None
+        if found is not None:
+            return found
+    return None
+
+
+def split_by_key(keys: list[str]) -> np.ndarray:
+    """Which faces normalise (True) and which calibrate: by a hash of each key (its photo), so that a photo's
+    faces stay on one side and the split does not depend on what else is in the folder."""
+    return np.array([int(sha256_bytes(key.encode())[:8], 16) / 2**32 < NORMALISATION_SHARE for key in keys], bool)
+
+
+def save_strangers(path: Path, vectors: np.ndarray, keys: list[str], provenance: dict[str, Any]) -> tuple[int, int]:
+    """Strangers' vectors (one key per face, its photo) split and written atomically as a cohort file, for the
+    weights named in `provenance`; returns (normalisation, calibration) counts."""
+    side = split_by_key(keys)
+    with atomic_path(path) as tmp, open(tmp, "xb") as f:
+        np.savez(
+            f,
+            normalisation=vectors[side].astype(np.float16),
+            calibration=vectors[~side].astype(np.float16),
+            provenance=np.array(json.dumps(provenance)),
+        )
+    return int(side.sum()), int((~side).sum())
 
 
 @dataclass
@@ -118,7 +146,8 @@ def build_strangers(session: GallerySession, folder: Path) -> CohortReport:
     pipeline = session.pipeline
     with session.open_writer() as gallery:
         weights = gallery.meta.weights_sha256
-        sides: dict[bool, list[np.ndarray]] = {True: [], False: []}
+        vectors: list[np.ndarray] = []
+        keys: list[str] = []
         problems: list[str] = []
         photos = iter_image_files(folder)
         for path in photos:
@@ -129,27 +158,22 @@ def build_strangers(session: GallerySession, folder: Path) -> CohortReport:
                 continue
             assert photo.image is not None
             found = pipeline.faces(photo.image)
-            side = int(sha256_bytes(photo.sha256.encode())[:8], 16) / 2**32 < NORMALISATION_SHARE
-            sides[side] += [f.vector for f in found]
-        faces = len(sides[True]) + len(sides[False])
-        if faces < MIN_STRANGERS or not sides[True] or not sides[False]:
+            vectors += [f.vector for f in found]
+            keys += [photo.sha256] * len(found)
+        side = split_by_key(keys)
+        faces = len(keys)
+        if faces < MIN_STRANGERS or side.all() or not side.any():
             raise InputError(
                 f"{folder}: {faces} faces found; calibrating needs at least {MIN_STRANGERS} faces of people who are "
                 f"not enrolled ({GOOD_STRANGERS} or more hold the rate best); nothing was changed"
             )
         provenance = {"weights_sha256": weights, "folder": str(folder.resolve()), "photos": len(photos)}
-        with atomic_path(gallery.path / STRANGERS_FILE) as tmp, open(tmp, "xb") as f:
-            np.savez(
-                f,
-                normalisation=np.stack(sides[True]).astype(np.float16),
-                calibration=np.stack(sides[False]).astype(np.float16),
-                provenance=np.array(json.dumps(provenance)),
-            )
+        normalisation, calibration = save_strangers(gallery.path / STRANGERS_FILE, np.stack(vectors), keys, provenance)
     warning = (
         None
         if faces >= GOOD_STRANGERS
         else (f"only {faces} faces: the rate holds best with {GOOD_STRANGERS} or more; add photos and run again")
     )
     return CohortReport(
-        str(session.path), str(folder), len(photos), faces, len(sides[True]), len(sides[False]), problems, warning
+        str(session.path), str(folder), len(photos), faces, normalisation, calibration, problems, warning
     )

@@ -21,6 +21,7 @@ from facerec import FaceRecognizer
 from facerec.camera import Camera, DetailScale, Look, Observation, jpeg_quality, noise_level
 from facerec.camera_view import CameraView, Scene, as_camera_shows, join, scene, view_key
 from facerec.cli import main
+from facerec.cohort import CAMERA_STRANGERS_FILE
 from facerec.decision import ScoreMap
 from facerec.distil import DistilOptions, Held, damaged_probes, distil, gain_interval
 from facerec.gallery import Gallery
@@ -248,23 +249,30 @@ def _garbage_video(folder: Path) -> Path:
 
 def test_kept_camera_model_is_used_shown_and_rolled_back_exactly(lfw_gallery, lfw_people, tmp_path, monkeypatch):
     """The keeping mechanics of a camera adaptation with camera views: the gallery's faces, and a person
-    enrolled after adapting, are stored joined with their views exactly as the record says to make them;
-    rollback gives back the base vectors, and embeds the later person with the base model. Whether an
-    adaptation earns keeping is measured by bench/adapt.py."""
+    enrolled after adapting, are stored joined with their views exactly as the record says to make them; the
+    target's faces become the gallery's camera strangers (the operating points are calibrated on them);
+    rollback gives back the base vectors, embeds the later person with the base model and drops the camera
+    strangers. Whether an adaptation earns keeping is measured by bench/adapt.py."""
     import facerec.adapt
 
     gallery = _copy(lfw_gallery[0], tmp_path)
     models = tmp_path / "models"
     monkeypatch.setenv("FACEREC_MODELS", str(models))
     monkeypatch.setattr(facerec.adapt, "camera_gate", lambda before, after, gain, max_drop: (True, "kept by the test"))
+    monkeypatch.setattr(facerec.adapt, "MIN_STRANGERS", 10)  # the target holds 12 faces
     with Gallery.open(gallery) as g:
         base_vectors = g.vectors()[1].copy()
-    args = ["adapt", "--gallery", str(gallery), "--face-size", "16", "--grey", "--epochs", "1", "--device", "cpu"]
+    args = ["adapt", "--gallery", str(gallery), "--target", str(lfw_gallery[2]), "--face-size", "16", "--grey"]
+    args += ["--epochs", "1", "--device", "cpu"]
     result = CliRunner().invoke(main, [*args, "--views", "on", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output.strip().splitlines()[-1])
     assert report["kept"] and report["camera"]["target"]["grey_share"] == 1.0
     assert report["camera"]["target"]["face_width_px"][1] == 16.0 and report["camera"]["views"]["used"]
+    assert report["camera"]["operating_points"].startswith("calibrated on the camera's own faces (12:")
+    with np.load(gallery / CAMERA_STRANGERS_FILE) as strangers:
+        assert json.loads(str(strangers["provenance"]))["weights_sha256"] == digest(Path(report["checkpoint"]))
+        assert len(strangers["normalisation"]) + len(strangers["calibration"]) == 12
     later = tmp_path / "later"
     person, files = list(lfw_people.items())[30]
     (later / person).mkdir(parents=True)
@@ -291,10 +299,10 @@ def test_kept_camera_model_is_used_shown_and_rolled_back_exactly(lfw_gallery, lf
         assert float(plain @ stored[list(ids).index(face_id)]) < 0.999  # joined, not the plain vector
     info = CliRunner().invoke(main, ["info", "--gallery", str(gallery)])
     assert info.exit_code == 0 and "camera" in info.output and "16 px" in info.output, info.output
-    assert "joined with their view" in info.output
+    assert "joined with their view" in info.output and "the adapted camera's faces" in info.output
     result = CliRunner().invoke(main, ["adapt", "--rollback", "--gallery", str(gallery), "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["re_embedded"] == 1
+    assert json.loads(result.output)["re_embedded"] == 1 and not (gallery / CAMERA_STRANGERS_FILE).exists()
     with Gallery.open(gallery) as g:
         assert g.meta.adaptation is None and np.array_equal(g.vectors()[1][:-1], base_vectors)
         base = FacePipeline.load("dlib-resnet", device="cpu")
