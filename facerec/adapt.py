@@ -716,20 +716,18 @@ def _camera_trial(
 
 def keep_camera_strangers(target: TargetFaces | None, embedder: Embedder, gallery: Path, weights_sha256: str) -> str:
     """The target's faces, embedded by the kept weights, kept as the gallery's camera strangers
-    (`cohort.CAMERA_STRANGERS_FILE`): the gallery's operating points are then calibrated on the camera's own
-    faces, as `facerec calibrate --strangers` does with photos (the user's own strangers still come first).
-    Returns what the operating points rest on, for the report."""
+    (`cohort.CAMERA_STRANGERS_FILE`, a raw cohort): the gallery's operating points are then set on the
+    camera's own faces' raw cosines, as `facerec calibrate --strangers` does with photos (the user's own
+    strangers still come first). Faces of enrolled people in the target score high and make the thresholds
+    stricter, never looser. Returns what the operating points rest on, for the report."""
     path = gallery / CAMERA_STRANGERS_FILE
     faces = len(target.observations) if target is not None else 0
     if target is not None and faces >= MIN_STRANGERS:
         vectors = embedder.embed(embedder.stack([o.chip for o in target.observations]))
         provenance = {"weights_sha256": weights_sha256, "target": target.source, "faces": faces}
-        normalisation, calibration = save_strangers(path, vectors, target.pictures_of, provenance)
-        if normalisation and calibration:
-            return (
-                f"calibrated on the camera's own faces ({faces}: {calibration} strangers, {normalisation} to normalise)"
-            )
-    path.unlink(missing_ok=True)  # an earlier adaptation's, or one side empty
+        save_strangers(path, vectors, target.pictures_of, provenance, normalised=False)
+        return f"calibrated on the camera's own faces ({faces} strangers, raw cosine)"
+    path.unlink(missing_ok=True)  # an earlier adaptation's
     return (
         f"the LFW table mapped onto the camera's scores: the target gave {faces} faces, and calibrating on the "
         f"camera needs {MIN_STRANGERS} (or run facerec calibrate --strangers with photos of the camera's strangers)"

@@ -61,7 +61,7 @@ def info(gallery_path: Path, settings: Settings, device: str) -> dict[str, Any]:
     warnings = []
     if calibrated is None:
         warnings.append("not calibrated (no cohort for this model's weights): thresholds are LFW's, by gallery size")
-    elif len(counts) <= 3 or calibrated.result.shift > 0:
+    elif not calibrated.cohort.deployment and (len(counts) <= 3 or calibrated.result.shift > 0):
         why = f"only {len(counts)} people" if len(counts) <= 3 else "its own strangers score higher than LFW's"
         warnings.append(
             f"calibrated on the shipped LFW cohort only and {why}: the false-accept rate may be higher "

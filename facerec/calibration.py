@@ -81,6 +81,12 @@ def person_stats(centroids: np.ndarray, cohort: np.ndarray, top_k: int = DEFAULT
     return cohort_stats(centroids, cohort, top_k)
 
 
+def stats_or_raw(vectors: np.ndarray, cohort: np.ndarray | None, top_k: int = DEFAULT_TOP_K) -> Stats | None:
+    """`cohort_stats`, or None (that side's scores stay raw) without a normalisation cohort: a `raw` cohort,
+    the adapted camera's own faces (facerec.cohort.Cohort)."""
+    return None if cohort is None else cohort_stats(vectors, cohort, top_k)
+
+
 def normalise_scores(raw: np.ndarray, person: Stats | None, query: Stats | None) -> np.ndarray:
     """(queries, people) raw cosines -> s-norm scores. With only one side given, that side's z-score
     (person side = Z-norm, query side = T-norm); with neither, the raw scores (kept for comparison)."""
@@ -96,8 +102,8 @@ def normalise_scores(raw: np.ndarray, person: Stats | None, query: Stats | None)
 def _best(
     vectors: np.ndarray,
     centroids: np.ndarray,
-    person: Stats,
-    query: Stats,
+    person: Stats | None,
+    query: Stats | None,
     owners: np.ndarray | None = None,
     chunk: int = 8192,
 ) -> np.ndarray:
@@ -107,7 +113,8 @@ def _best(
     rows = np.arange(len(vectors))
     for start in range(0, len(centroids), chunk):
         sl = slice(start, start + chunk)
-        s = normalise_scores(vectors @ centroids[sl].T, Stats(person.mean[sl], person.std[sl]), query)
+        people = None if person is None else Stats(person.mean[sl], person.std[sl])
+        s = normalise_scores(vectors @ centroids[sl].T, people, query)
         if owners is not None:  # a face is no stranger to its own person
             mine = (owners >= start) & (owners < start + s.shape[1])
             s[rows[mine], owners[mine] - start] = -np.inf
@@ -117,11 +124,11 @@ def _best(
 
 def stranger_scores(
     centroids: np.ndarray,
-    person: Stats,
+    person: Stats | None,
     faces: np.ndarray,
     owners: np.ndarray,
     calibration_cohort: np.ndarray,
-    norm_cohort: np.ndarray,
+    norm_cohort: np.ndarray | None,
     top_k: int = DEFAULT_TOP_K,
 ) -> np.ndarray:
     """Best normalised score of faces known to be strangers to each gallery person, as one 1-D array.
@@ -134,10 +141,10 @@ def stranger_scores(
     centroids = np.atleast_2d(centroids)
     out = []
     if len(calibration_cohort):
-        out.append(_best(calibration_cohort, centroids, person, cohort_stats(calibration_cohort, norm_cohort, top_k)))
+        out.append(_best(calibration_cohort, centroids, person, stats_or_raw(calibration_cohort, norm_cohort, top_k)))
     if len(faces) and len(centroids) > 1:
         owners = np.asarray(owners, np.int64)
-        out.append(_best(faces, centroids, person, cohort_stats(faces, norm_cohort, top_k), owners))
+        out.append(_best(faces, centroids, person, stats_or_raw(faces, norm_cohort, top_k), owners))
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -197,16 +204,16 @@ class Calibration:
 
 def calibrate(
     centroids: np.ndarray,
-    person: Stats,
+    person: Stats | None,
     faces: np.ndarray,
     owners: np.ndarray,
     calibration_cohort: np.ndarray,
-    norm_cohort: np.ndarray,
+    norm_cohort: np.ndarray | None,
     top_k: int = DEFAULT_TOP_K,
 ) -> Calibration:
     """The winning rule end to end for one gallery (the caller may pass a sample of faces for LOPO)."""
     centroids = np.atleast_2d(centroids)
-    q = cohort_stats(calibration_cohort, norm_cohort, top_k)
+    q = stats_or_raw(calibration_cohort, norm_cohort, top_k)
     s = normalise_scores(calibration_cohort @ centroids.T, person, q)
     arg = s.argmax(axis=1)
     best = s[np.arange(len(s)), arg]

@@ -9,7 +9,7 @@ style, which is what holds the false-accept rate where LFW's does not (README, "
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,11 +35,18 @@ NORMALISATION_SHARE = 4 / 7  # 2,000 : 1,500, as the shipped cohort
 @dataclass(frozen=True)
 class Cohort:
     """`normalisation` faces give each person's and each query's score statistics; `calibration` faces
-    (other photos) are the strangers thresholds are set on."""
+    (other photos) are the strangers thresholds are set on. A `raw` cohort (the faces of the camera a gallery
+    was adapted to) has no normalisation faces: its strangers are already in the deployment's style, and on
+    the camera set of bench/adapt.py normalising against them told its faces apart worse (named right at 5%
+    false accepts 0.38 against 0.67 with raw cosines), so raw cosines are compared."""
 
     normalisation: np.ndarray
     calibration: np.ndarray
     description: str
+    raw: bool = False
+    # Faces from where the gallery is used (the user's strangers, the adapted camera's), not the shipped LFW
+    # ones: nothing to warn about photos unlike the cohort.
+    deployment: bool = False
 
     def without_copies(self, faces: np.ndarray, similarity: float, chunk: int = 4096) -> Cohort:
         """The cohort less its faces that are copies of `faces` (cosine >= `similarity`): a gallery's own
@@ -60,23 +67,24 @@ class Cohort:
         dropped = int((~normalisation).sum() + (~calibration).sum())
         if not dropped:
             return self
-        return Cohort(
-            self.normalisation[normalisation],
-            self.calibration[calibration],
-            f"{self.description}, less {dropped} copies of enrolled photos",
+        return replace(
+            self,
+            normalisation=self.normalisation[normalisation],
+            calibration=self.calibration[calibration],
+            description=f"{self.description}, less {dropped} copies of enrolled photos",
         )
 
 
-def _read(path: Path, weights_sha256: str, what: str) -> Cohort | None:
+def _read(path: Path, weights_sha256: str, what: str, *, deployment: bool) -> Cohort | None:
     try:
         with np.load(path, allow_pickle=False) as data:
             provenance = json.loads(str(data["provenance"]))
             if provenance.get("weights_sha256") != weights_sha256:
                 return None  # another model's (or an adapted model's) vectors: not comparable
             calibration = data["calibration"].astype(np.float32)
-            return Cohort(
-                data["normalisation"].astype(np.float32), calibration, f"{what} ({len(calibration)} strangers)"
-            )
+            raw = provenance.get("normalised", True) is False
+            what += f" ({len(calibration)} strangers{', raw cosine' if raw else ''})"
+            return Cohort(data["normalisation"].astype(np.float32), calibration, what, raw, deployment)
     except (OSError, KeyError, ValueError):
         return None
 
@@ -84,7 +92,7 @@ def _read(path: Path, weights_sha256: str, what: str) -> Cohort | None:
 def shipped_cohort(model: str, weights_sha256: str) -> Cohort | None:
     """The cohort shipped for these exact weights, or None."""
     path = Path(__file__).resolve().parent / "embedders" / "cohorts" / f"{model}.npz"
-    return _read(path, weights_sha256, "shipped LFW cohort") if path.is_file() else None
+    return _read(path, weights_sha256, "shipped LFW cohort", deployment=False) if path.is_file() else None
 
 
 def gallery_cohort(gallery: Path, weights_sha256: str) -> Cohort | None:
@@ -92,7 +100,7 @@ def gallery_cohort(gallery: Path, weights_sha256: str) -> Cohort | None:
     the gallery was adapted to, when made by these weights."""
     for name, what in ((STRANGERS_FILE, "own strangers"), (CAMERA_STRANGERS_FILE, "the adapted camera's faces")):
         path = gallery / name
-        found = _read(path, weights_sha256, f"{what}, {path}") if path.is_file() else None
+        found = _read(path, weights_sha256, f"{what}, {path}", deployment=True) if path.is_file() else None
         if found is not None:
             return found
     return None
@@ -104,10 +112,14 @@ def split_by_key(keys: list[str]) -> np.ndarray:
     return np.array([int(sha256_bytes(key.encode())[:8], 16) / 2**32 < NORMALISATION_SHARE for key in keys], bool)
 
 
-def save_strangers(path: Path, vectors: np.ndarray, keys: list[str], provenance: dict[str, Any]) -> tuple[int, int]:
+def save_strangers(
+    path: Path, vectors: np.ndarray, keys: list[str], provenance: dict[str, Any], *, normalised: bool = True
+) -> tuple[int, int]:
     """Strangers' vectors (one key per face, its photo) split and written atomically as a cohort file, for the
-    weights named in `provenance`; returns (normalisation, calibration) counts."""
-    side = split_by_key(keys)
+    weights named in `provenance`; returns (normalisation, calibration) counts. Not `normalised`: every face
+    calibrates and scores stay raw (a `Cohort.raw` cohort)."""
+    side = split_by_key(keys) if normalised else np.zeros(len(keys), bool)
+    provenance = {**provenance, "normalised": normalised}
     with atomic_path(path) as tmp, open(tmp, "xb") as f:
         np.savez(
             f,

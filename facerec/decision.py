@@ -93,15 +93,18 @@ class GalleryCalibration:
     ) -> None:
         cohort = cohort.without_copies(faces, SAME_PHOTO)
         self.cohort = cohort
+        self.normalisation = None if cohort.raw else cohort.normalisation
         self.top_k = calibration.top_k_for(len(cohort.normalisation))
         self.row = {name: i for i, name in enumerate(names)}
-        self.person = calibration.person_stats(centroids, cohort.normalisation, self.top_k)
+        self.person = calibration.stats_or_raw(centroids, self.normalisation, self.top_k)
         owners = np.array([self.row[name] for name in face_owners], np.int64)
+        if cohort.raw:  # the camera's own faces are the deployment's strangers: no shift from them to measure
+            faces, owners = faces[:0], owners[:0]
         if len(owners) > lopo_sample:  # leave-one-person-out on a fixed sample: its median is what counts
             keep = np.sort(np.random.default_rng(0).choice(len(owners), lopo_sample, replace=False))
             faces, owners = faces[keep], owners[keep]
         self.result = calibration.calibrate(
-            centroids, self.person, faces, owners, cohort.calibration, cohort.normalisation, self.top_k
+            centroids, self.person, faces, owners, cohort.calibration, self.normalisation, self.top_k
         )
 
     def threshold(self, max_false_accept: float) -> float:
@@ -113,13 +116,13 @@ class GalleryCalibration:
 
     def scores(self, vectors: np.ndarray, candidates: Sequence[Sequence[Candidate]]) -> list[list[Candidate]]:
         """Each query's candidates with their normalised score, best first."""
-        query = calibration.cohort_stats(vectors, self.cohort.normalisation, self.top_k)
+        query = calibration.stats_or_raw(vectors, self.normalisation, self.top_k)
         out = []
         for q, cands in enumerate(candidates):
             rows = np.array([self.row[c.name] for c in cands], np.int64)
             raw = np.array([[c.similarity for c in cands]], np.float64)
-            person = calibration.Stats(self.person.mean[rows], self.person.std[rows])
-            one = calibration.Stats(query.mean[q : q + 1], query.std[q : q + 1])
+            person = None if self.person is None else calibration.Stats(self.person.mean[rows], self.person.std[rows])
+            one = None if query is None else calibration.Stats(query.mean[q : q + 1], query.std[q : q + 1])
             normal = calibration.normalise_scores(raw, person, one)[0] if len(cands) else []
             scored = [replace(c, score=float(v)) for c, v in zip(cands, normal)]
             out.append(sorted(scored, key=lambda c: -(c.score or 0.0)))
@@ -217,9 +220,11 @@ def identify_policy(
         if not np.isfinite(value):
             source += f"; {len(calibrated.cohort.calibration)} strangers cannot certify so few: nobody is named"
         # Video faces are small and blurred like nothing in the LFW cohort (the camera case, where the
-        # calibrated rate held only within 2.2x): a name there also needs the LFW video table's cosine.
-        floor = thresholds.identify_for(people, video=True) if video else -1.0
-        if video:
+        # calibrated rate held only within 2.2x): a name there also needs the LFW video table's cosine —
+        # unless the strangers are the adapted camera's own faces (a raw cohort), already the video's style.
+        floored = video and not calibrated.cohort.raw
+        floor = thresholds.identify_for(people, video=True) if floored else -1.0
+        if floored:
             source += f", and cosine >= {floor:.4f} (LFW video table)"
         return Policy(value, thresholds.rule, source, rate, calibrated, floor)
     if max_false_accept is not None:

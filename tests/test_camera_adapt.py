@@ -269,15 +269,19 @@ def test_kept_camera_model_is_used_shown_and_rolled_back_exactly(lfw_gallery, lf
     report = json.loads(result.output.strip().splitlines()[-1])
     assert report["kept"] and report["camera"]["target"]["grey_share"] == 1.0
     assert report["camera"]["target"]["face_width_px"][1] == 16.0 and report["camera"]["views"]["used"]
-    assert report["camera"]["operating_points"].startswith("calibrated on the camera's own faces (12:")
+    assert report["camera"]["operating_points"] == "calibrated on the camera's own faces (12 strangers, raw cosine)"
     with np.load(gallery / CAMERA_STRANGERS_FILE) as strangers:
-        assert json.loads(str(strangers["provenance"]))["weights_sha256"] == digest(Path(report["checkpoint"]))
-        assert len(strangers["normalisation"]) + len(strangers["calibration"]) == 12
+        provenance = json.loads(str(strangers["provenance"]))
+        assert provenance["weights_sha256"] == digest(Path(report["checkpoint"])) and not provenance["normalised"]
+        assert len(strangers["normalisation"]) == 0 and len(strangers["calibration"]) == 12
     later = tmp_path / "later"
     person, files = list(lfw_people.items())[30]
     (later / person).mkdir(parents=True)
     (later / person / files[0].name).symlink_to(files[0])
     FaceRecognizer(gallery, device="cpu").enroll(later)
+    (found,) = FaceRecognizer(gallery, device="cpu").identify_paths([files[1]], top_k=1)
+    top = found.faces[0].candidates[0]
+    assert top.score == pytest.approx(top.similarity)  # raw cosines against the camera's own faces
     with Gallery.open(gallery) as g:  # on the checkpoint now (whose weights may equal the base: best epoch 0)
         assert g.meta.weights_path == report["checkpoint"] and g.meta.adaptation is not None
         assert g.meta.adaptation.record["camera"]["target"]["grey_share"] == 1.0

@@ -126,3 +126,32 @@ def test_enrolled_photos_found_in_the_cohort_are_no_strangers():
         people, person, people, np.arange(100), cohort.calibration, cohort.normalisation, calibrated.top_k
     )
     assert naive.threshold(0.05) > 1.5 * expected.threshold(0.05)
+
+
+def test_a_raw_cohort_compares_raw_cosines_and_sets_the_threshold_on_its_strangers(tmp_path):
+    """The adapted camera's faces (a raw cohort, written by save_strangers without normalising): candidates
+    keep their raw cosine as score, the threshold is the conformal quantile of the strangers' best raw cosine
+    against the people, with no shift from the gallery's own faces, and video needs no LFW cosine floor."""
+    from facerec import calibration
+    from facerec.cohort import CAMERA_STRANGERS_FILE, gallery_cohort, save_strangers
+    from facerec.decision import GalleryCalibration, shipped_cohort
+
+    shipped = shipped_cohort("dlib-resnet", get_spec("dlib-resnet").sha256 or "")
+    assert shipped is not None
+    people, strangers = shipped.normalisation[:8], shipped.calibration[:400]
+    keys = [f"k{i}" for i in range(400)]
+    save_strangers(tmp_path / CAMERA_STRANGERS_FILE, strangers, keys, {"weights_sha256": "w"}, normalised=False)
+    cohort = gallery_cohort(tmp_path, "w")
+    assert cohort is not None and cohort.raw and len(cohort.normalisation) == 0 and len(cohort.calibration) == 400
+    assert "raw cosine" in cohort.description
+    names = [f"p{i}" for i in range(8)]
+    calibrated = GalleryCalibration(names, people, names, people, cohort)
+    best = (cohort.calibration @ people.T).max(axis=1)
+    for rate in (0.05, 0.005):
+        assert calibrated.threshold(rate) == calibration.threshold_for(best, rate)
+    video = identify_policy(META, 8, video=True, calibrated=calibrated)
+    assert video.floor == -1.0 and np.isfinite(video.threshold)  # 400 strangers certify 0.5%
+    ranked = video.rank(people[:1], [[Candidate("p1", 0.5), Candidate("p0", 0.99)]])[0]
+    assert [(c.name, c.score) for c in ranked] == [("p0", 0.99), ("p1", 0.5)]
+    normalised = GalleryCalibration(names, people, names, people, shipped)
+    assert identify_policy(META, 8, video=True, calibrated=normalised).floor > 0  # the LFW video floor
