@@ -271,6 +271,10 @@ def run_camera(name: str, shared: Path, args, work: Path) -> dict:
     before_rec.close()
 
     # After: the gallery's people adapted to the camera, the others enrolled since (as a user would add them).
+    if args.keep_anyway:  # a diagnostic: what a refused adaptation would have given users
+        import facerec.adapt
+
+        facerec.adapt.camera_gate = lambda before, after, gain, max_drop: (True, "kept anyway (bench --keep-anyway)")
     rec = FaceRecognizer(work / f"{name}-gallery", model=args.model, device=args.device)
     rec.enroll(enroll_inside)
     started = time.perf_counter()
@@ -368,6 +372,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="[default: the command's own]")
     parser.add_argument("--dry-run", action="store_true", help="camera sets: measure the gate, keep nothing")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--keep-anyway", action="store_true", help="camera sets: keep what the gate refuses (a diagnostic)"
+    )
     args = parser.parse_args()
     machine = set_threads(args.threads)
     machine["device"] = args.device
