@@ -239,28 +239,29 @@ def run_camera(name: str, shared: Path, args, work: Path) -> dict:
 
     enroll_inside = enroll_folder_of(work / f"{name}-enroll", inside)
     enroll_outside = enroll_folder_of(work / f"{name}-enroll-outside", outside)
+
+    def damaged_copy(photo: Path, folder: Path) -> str:
+        """The photo damaged like the camera, written into `folder`."""
+        folder.mkdir(parents=True, exist_ok=True)
+        copy = str(folder / f"{photo.stem}.png")
+        cv2.imwrite(copy, damage(cv2.imread(str(photo)), rng))
+        return copy
+
     probes, probe_people, clean_probes = [], [], []
     for person in people:
-        (work / f"{name}-probes" / person).mkdir(parents=True)
         for photo in photos[person][3:10]:
-            target = work / f"{name}-probes" / person / f"{photo.stem}.png"
-            cv2.imwrite(str(target), damage(cv2.imread(str(photo)), rng))
-            probes.append(str(target))
+            probes.append(damaged_copy(photo, work / f"{name}-probes" / person))
             probe_people.append(person)
             clean_probes.append(str(photo))
     others = [p for p, files in photos.items() if len(files) < 10]
-    (work / f"{name}-target").mkdir()
     targeted = np.random.default_rng(1).choice(others, 300, replace=False)
     for person in targeted:
-        photo = photos[person][0]
-        cv2.imwrite(str(work / f"{name}-target" / f"{photo.stem}.png"), damage(cv2.imread(str(photo)), rng))
+        damaged_copy(photos[person][0], work / f"{name}-target")
     # Strangers the camera sees: 300 more people, in no gallery and not in the target.
-    (work / f"{name}-strangers").mkdir()
-    strangers = []
-    for person in np.random.default_rng(2).choice(sorted(set(others) - set(targeted)), 300, replace=False):
-        photo = photos[person][0]
-        strangers.append(str(work / f"{name}-strangers" / f"{photo.stem}.png"))
-        cv2.imwrite(strangers[-1], damage(cv2.imread(str(photo)), rng))
+    strangers = [
+        damaged_copy(photos[person][0], work / f"{name}-strangers")
+        for person in np.random.default_rng(2).choice(sorted(set(others) - set(targeted)), 300, replace=False)
+    ]
 
     # Before: every person enrolled on the base model (the gallery as it is today).
     before_rec = FaceRecognizer(work / f"{name}-gallery-before", model=args.model, device=args.device)

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .camera import Camera, DetailScale, Observation, jpeg_quality, observe_region
-from .camera_view import CameraView, Scene, as_camera_shows, scene, view_key
+from .camera_view import CameraView, Scene, as_camera_shows, embed_views, join, scene, view_key
 from .cohort import CAMERA_STRANGERS_FILE, MIN_STRANGERS, save_strangers
 from .config import Settings
 from .decision import ScoreMap
@@ -649,22 +649,22 @@ def _camera_trial(
         ]
     )
 
-    def clean_score(embedder: Embedder) -> float:
-        if lfw is not None:
-            return lfw.accuracy(embedder)
-        vectors = embedder.embed(faces.chips)
-        return identification(vectors, faces.labels, split.general_enroll, split.general_probe)[0]
-
-    def clean_gallery(embedder: Embedder, with_views: bool) -> float:
-        queries = embedder.embed(faces.chips)
-        stored = view.vectors(embedder, faces.chips, views) if with_views else queries
-        return round(clean_leave_one_out(queries, stored, faces.labels), 4)
+    def scores(correct: np.ndarray, embedder: Embedder, with_views: bool) -> Scores:
+        """The gate photos' accuracy, the model's clean check and the gallery's own clean photos as it would
+        store them, from one embedding of the gallery's chips."""
+        clean = embedder.embed(faces.chips)
+        general = (
+            lfw.accuracy(embedder)
+            if lfw is not None
+            else identification(clean, faces.labels, split.general_enroll, split.general_probe)[0]
+        )
+        stored = join(clean, embed_views(embedder, views)) if with_views else clean
+        gallery = clean_leave_one_out(clean, stored, faces.labels)
+        return Scores(round(float(correct.mean()), 4), round(general, 4), round(gallery, 4))
 
     # Before: the gallery as it is (clean vectors, base model); after: the model and the views it would keep.
     before_correct = Held(train_chips, train_labels, gate).correct(base)
-    before = Scores(
-        round(float(before_correct.mean()), 4), round(clean_score(base), 4), clean_gallery(base, with_views=False)
-    )
+    before = scores(before_correct, base, with_views=False)
     training = distil(
         base,
         train_chips,
@@ -676,9 +676,7 @@ def _camera_trial(
     )
     adapted = replace(base, module=training.module)
     after_correct = Held(train_chips, train_labels, gate, stored_views).correct(adapted)
-    after = Scores(
-        round(float(after_correct.mean()), 4), round(clean_score(adapted), 4), clean_gallery(adapted, use_views)
-    )
+    after = scores(after_correct, adapted, use_views)
     gain = gain_interval(before_correct, after_correct, gate.photo, seed=options.seed)
     kept, reason = camera_gate(before, after, gain, options.max_drop)
     chosen_view = view if use_views else None
@@ -725,7 +723,7 @@ def keep_camera_strangers(target: TargetFaces | None, embedder: Embedder, galler
     if target is not None and faces >= MIN_STRANGERS:
         vectors = embedder.embed(embedder.stack([o.chip for o in target.observations]))
         provenance = {"weights_sha256": weights_sha256, "target": target.source, "faces": faces}
-        save_strangers(path, vectors, target.pictures_of, provenance, normalised=False)
+        save_strangers(path, vectors[:0], vectors, provenance)
         return f"calibrated on the camera's own faces ({faces} strangers, raw cosine)"
     path.unlink(missing_ok=True)  # an earlier adaptation's
     return (

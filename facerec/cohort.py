@@ -35,18 +35,22 @@ NORMALISATION_SHARE = 4 / 7  # 2,000 : 1,500, as the shipped cohort
 @dataclass(frozen=True)
 class Cohort:
     """`normalisation` faces give each person's and each query's score statistics; `calibration` faces
-    (other photos) are the strangers thresholds are set on. A `raw` cohort (the faces of the camera a gallery
-    was adapted to) has no normalisation faces: its strangers are already in the deployment's style, and on
-    the camera set of bench/adapt.py normalising against them told its faces apart worse (named right at 5%
-    false accepts 0.38 against 0.67 with raw cosines), so raw cosines are compared."""
+    (other photos) are the strangers thresholds are set on."""
 
     normalisation: np.ndarray
     calibration: np.ndarray
     description: str
-    raw: bool = False
     # Faces from where the gallery is used (the user's strangers, the adapted camera's), not the shipped LFW
     # ones: nothing to warn about photos unlike the cohort.
     deployment: bool = False
+
+    @property
+    def raw(self) -> bool:
+        """No normalisation faces: raw cosines are compared. The faces of the camera a gallery was adapted to
+        are kept so: they are already in the deployment's style, and on the camera set of bench/adapt.py
+        normalising against them told its faces apart worse (named right at 5% false accepts 0.38 against
+        0.67 with raw cosines)."""
+        return len(self.normalisation) == 0
 
     def without_copies(self, faces: np.ndarray, similarity: float, chunk: int = 4096) -> Cohort:
         """The cohort less its faces that are copies of `faces` (cosine >= `similarity`): a gallery's own
@@ -81,10 +85,9 @@ def _read(path: Path, weights_sha256: str, what: str, *, deployment: bool) -> Co
             provenance = json.loads(str(data["provenance"]))
             if provenance.get("weights_sha256") != weights_sha256:
                 return None  # another model's (or an adapted model's) vectors: not comparable
-            calibration = data["calibration"].astype(np.float32)
-            raw = provenance.get("normalised", True) is False
-            what += f" ({len(calibration)} strangers{', raw cosine' if raw else ''})"
-            return Cohort(data["normalisation"].astype(np.float32), calibration, what, raw, deployment)
+            cohort = Cohort(data["normalisation"].astype(np.float32), data["calibration"].astype(np.float32), what)
+            strangers = f" ({len(cohort.calibration)} strangers{', raw cosine' if cohort.raw else ''})"
+            return replace(cohort, description=what + strangers, deployment=deployment)
     except (OSError, KeyError, ValueError):
         return None
 
@@ -112,22 +115,16 @@ def split_by_key(keys: list[str]) -> np.ndarray:
     return np.array([int(sha256_bytes(key.encode())[:8], 16) / 2**32 < NORMALISATION_SHARE for key in keys], bool)
 
 
-def save_strangers(
-    path: Path, vectors: np.ndarray, keys: list[str], provenance: dict[str, Any], *, normalised: bool = True
-) -> tuple[int, int]:
-    """Strangers' vectors (one key per face, its photo) split and written atomically as a cohort file, for the
-    weights named in `provenance`; returns (normalisation, calibration) counts. Not `normalised`: every face
-    calibrates and scores stay raw (a `Cohort.raw` cohort)."""
-    side = split_by_key(keys) if normalised else np.zeros(len(keys), bool)
-    provenance = {**provenance, "normalised": normalised}
+def save_strangers(path: Path, normalisation: np.ndarray, calibration: np.ndarray, provenance: dict[str, Any]) -> None:
+    """Strangers' vectors written atomically as a cohort file, for the weights named in `provenance`; no
+    normalisation faces make a raw cohort (`Cohort.raw`)."""
     with atomic_path(path) as tmp, open(tmp, "xb") as f:
         np.savez(
             f,
-            normalisation=vectors[side].astype(np.float16),
-            calibration=vectors[~side].astype(np.float16),
+            normalisation=normalisation.astype(np.float16),
+            calibration=calibration.astype(np.float16),
             provenance=np.array(json.dumps(provenance)),
         )
-    return int(side.sum()), int((~side).sum())
 
 
 @dataclass
@@ -180,12 +177,13 @@ def build_strangers(session: GallerySession, folder: Path) -> CohortReport:
                 f"not enrolled ({GOOD_STRANGERS} or more hold the rate best); nothing was changed"
             )
         provenance = {"weights_sha256": weights, "folder": str(folder.resolve()), "photos": len(photos)}
-        normalisation, calibration = save_strangers(gallery.path / STRANGERS_FILE, np.stack(vectors), keys, provenance)
+        stacked = np.stack(vectors)
+        save_strangers(gallery.path / STRANGERS_FILE, stacked[side], stacked[~side], provenance)
     warning = (
         None
         if faces >= GOOD_STRANGERS
         else (f"only {faces} faces: the rate holds best with {GOOD_STRANGERS} or more; add photos and run again")
     )
     return CohortReport(
-        str(session.path), str(folder), len(photos), faces, normalisation, calibration, problems, warning
+        str(session.path), str(folder), len(photos), faces, int(side.sum()), int((~side).sum()), problems, warning
     )

@@ -15,7 +15,6 @@ from tqdm import tqdm
 
 from .camera import Observation, jpeg_quality, observe_region
 from .errors import ImageError, InputError, SourceError
-from .fileio import sha256_bytes
 from .images import decode_image, is_image_path, iter_image_files, read_bytes
 from .pipeline import FacePipeline
 
@@ -33,7 +32,6 @@ class TargetFaces:
     unreadable: list[str]  # photos that could not be read, with why
     kind: str  # "photos" or "video"
     source: str  # the folder, photo, video or stream read
-    pictures_of: list[str]  # per face, which picture it is from (a photo's SHA-256, or a frame's place)
 
 
 def _observations(image: np.ndarray, pipeline: FacePipeline, jpeg: int | None) -> list[Observation]:
@@ -60,7 +58,6 @@ def _photo_faces(root: Path, pipeline: FacePipeline, progress: bool) -> TargetFa
     if not files:
         raise InputError(f"{root}: no photos here (jpg, png, ...); give --target a folder of the camera's photos")
     found: list[Observation] = []
-    pictures_of: list[str] = []
     unreadable = []
     bar = tqdm(files, desc="measure target", unit="photo", disable=not progress, leave=False)
     looked = 0
@@ -74,10 +71,8 @@ def _photo_faces(root: Path, pipeline: FacePipeline, progress: bool) -> TargetFa
         except ImageError as exc:
             unreadable.append(str(exc))
             continue
-        faces = _observations(image, pipeline, jpeg_quality(data))
-        found += faces
-        pictures_of += [sha256_bytes(data)] * len(faces)
-    return TargetFaces(found[:MAX_FACES], looked, unreadable, "photos", str(root), pictures_of[:MAX_FACES])
+        found += _observations(image, pipeline, jpeg_quality(data))
+    return TargetFaces(found[:MAX_FACES], looked, unreadable, "photos", str(root))
 
 
 def _video_faces(source: str, pipeline: FacePipeline, progress: bool) -> TargetFaces:
@@ -89,7 +84,6 @@ def _video_faces(source: str, pipeline: FacePipeline, progress: bool) -> TargetF
         raise InputError(f"{exc}; --target takes a folder of photos, a video file or a stream") from None
     due = 0.0
     found: list[Observation] = []
-    pictures_of: list[str] = []
     looked = 0
     bar = tqdm(total=MAX_FRAMES, desc="measure target", unit="frame", disable=not progress, leave=False)
     try:
@@ -99,9 +93,7 @@ def _video_faces(source: str, pipeline: FacePipeline, progress: bool) -> TargetF
             due = frame.time + 1.0 / FRAMES_PER_SECOND
             looked += 1
             bar.update()
-            faces = _observations(frame.image, pipeline, None)
-            found += faces
-            pictures_of += [f"{source}#{frame.index}"] * len(faces)
+            found += _observations(frame.image, pipeline, None)
             if looked >= MAX_FRAMES or len(found) >= MAX_FACES:
                 break
     finally:
@@ -109,4 +101,4 @@ def _video_faces(source: str, pipeline: FacePipeline, progress: bool) -> TargetF
         bar.close()
     if looked == 0:
         raise InputError(f"{source}: no frame could be read from this video; check that it plays, or give photos")
-    return TargetFaces(found[:MAX_FACES], looked, [], "video", source, pictures_of[:MAX_FACES])
+    return TargetFaces(found[:MAX_FACES], looked, [], "video", source)

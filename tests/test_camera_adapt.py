@@ -21,7 +21,7 @@ from facerec import FaceRecognizer
 from facerec.camera import Camera, DetailScale, Look, Observation, jpeg_quality, noise_level
 from facerec.camera_view import CameraView, Scene, as_camera_shows, join, scene, view_key
 from facerec.cli import main
-from facerec.cohort import CAMERA_STRANGERS_FILE
+from facerec.cohort import CAMERA_STRANGERS_FILE, gallery_cohort
 from facerec.decision import ScoreMap
 from facerec.distil import DistilOptions, Held, damaged_probes, distil, gain_interval
 from facerec.gallery import Gallery
@@ -271,9 +271,10 @@ def test_kept_camera_model_is_used_shown_and_rolled_back_exactly(lfw_gallery, lf
     assert report["camera"]["target"]["face_width_px"][1] == 16.0 and report["camera"]["views"]["used"]
     assert report["camera"]["operating_points"] == "calibrated on the camera's own faces (12 strangers, raw cosine)"
     with np.load(gallery / CAMERA_STRANGERS_FILE) as strangers:
-        provenance = json.loads(str(strangers["provenance"]))
-        assert provenance["weights_sha256"] == digest(Path(report["checkpoint"])) and not provenance["normalised"]
+        assert json.loads(str(strangers["provenance"]))["weights_sha256"] == digest(Path(report["checkpoint"]))
         assert len(strangers["normalisation"]) == 0 and len(strangers["calibration"]) == 12
+    camera_cohort = gallery_cohort(gallery, digest(Path(report["checkpoint"])))
+    assert camera_cohort is not None and camera_cohort.raw and camera_cohort.deployment
     later = tmp_path / "later"
     person, files = list(lfw_people.items())[30]
     (later / person).mkdir(parents=True)
