@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import stat
 from pathlib import Path
@@ -123,6 +124,51 @@ def test_writer_lock_makes_second_writer_wait_then_give_up(tmp_path):
             assert reader.count == 0
     with Gallery.open_for_write(tmp_path / "g", lock_timeout=0.3):
         pass
+
+
+def kill_mid_commit(db_path: Path) -> None:
+    """A child process dies while its changed pages are already in the file: the journal it leaves is hot."""
+    pid = os.fork()
+    if pid == 0:
+        db = sqlite3.connect(db_path, isolation_level=None)
+        db.execute("PRAGMA cache_size = 1")  # spill every change to the database file before the commit
+        db.execute("BEGIN")
+        db.execute("DELETE FROM faces")
+        db.execute("UPDATE meta SET value = 'half-written' WHERE key = 'generation'")
+        os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def test_reader_recovers_a_gallery_whose_writer_was_killed_mid_commit(tmp_path):
+    with new_gallery(tmp_path / "g") as g:
+        g.add(records("ann", 40), unit(40, 0))
+    kill_mid_commit(tmp_path / "g" / "gallery.sqlite")
+    assert (tmp_path / "g" / "gallery.sqlite-journal").stat().st_size > 0
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):  # what a plain read-only reader meets
+        sqlite3.connect(f"file:{tmp_path / 'g' / 'gallery.sqlite'}?mode=ro", uri=True).execute("SELECT * FROM meta")
+    with Gallery.open(tmp_path / "g") as g:  # rolled back to the last commit, nothing lost
+        assert g.people() == {"ann": 40}
+    assert not (tmp_path / "g" / "gallery.sqlite-journal").exists()
+    index_agrees(tmp_path / "g")
+
+
+def test_reader_that_cannot_roll_back_says_how_to_recover(tmp_path, monkeypatch):
+    with new_gallery(tmp_path / "g") as g:
+        g.add(records("ann", 40), unit(40, 0))
+    kill_mid_commit(tmp_path / "g" / "gallery.sqlite")
+    connect_once = Gallery._connect_once
+
+    def no_write_access(db_path, *, read_only):  # root writes anywhere, so a chmod would not show it
+        if not read_only:
+            raise sqlite3.OperationalError("unable to open database file")
+        return connect_once(db_path, read_only=read_only)
+
+    monkeypatch.setattr(Gallery, "_connect_once", staticmethod(no_write_access))
+    with pytest.raises(GalleryError, match="unfinished.*with write access"):
+        Gallery.open(tmp_path / "g")
+    monkeypatch.undo()
+    with Gallery.open(tmp_path / "g") as g:
+        assert g.people() == {"ann": 40}
 
 
 def test_refusals(tmp_path):

@@ -178,18 +178,39 @@ class Gallery:
             os.close(lock_fd)
             raise
 
-    @staticmethod
-    def _connect(db_path: Path, *, read_only: bool) -> sqlite3.Connection:
+    @classmethod
+    def _connect(cls, db_path: Path, *, read_only: bool) -> sqlite3.Connection:
         try:
-            if read_only:
-                db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, isolation_level=None, timeout=30)
-            else:
-                db = sqlite3.connect(db_path, isolation_level=None, timeout=30)
-                db.execute("PRAGMA synchronous=FULL")
-            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            return db
+            return cls._connect_once(db_path, read_only=read_only)
         except sqlite3.DatabaseError as exc:
-            raise _unreadable(db_path, exc) from None
+            if not (read_only and getattr(exc, "sqlite_errorname", None) == "SQLITE_READONLY_ROLLBACK"):
+                raise _unreadable(db_path, exc) from None
+        # A writer was killed mid-commit and left a hot journal, which a read-only connection may not roll
+        # back. A read-write connection rolls it back under SQLite's own locks (safe beside a live writer),
+        # restoring the last committed state; then the reader goes on as if nothing had happened.
+        try:
+            cls._connect_once(db_path, read_only=False).close()
+            return cls._connect_once(db_path, read_only=True)
+        except sqlite3.DatabaseError as exc:
+            raise GalleryError(
+                f"{db_path} holds a write left unfinished by a process that was stopped, and this user cannot "
+                f"roll it back ({exc}); run any facerec command on the gallery once with write access to it "
+                "(nothing committed is lost)"
+            ) from None
+
+    @staticmethod
+    def _connect_once(db_path: Path, *, read_only: bool) -> sqlite3.Connection:
+        if read_only:
+            db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, isolation_level=None, timeout=30)
+        else:
+            db = sqlite3.connect(db_path, isolation_level=None, timeout=30)
+            db.execute("PRAGMA synchronous=FULL")
+        try:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     @staticmethod
     def _initialise(db: sqlite3.Connection, meta: GalleryMeta) -> None:
