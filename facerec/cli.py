@@ -855,6 +855,14 @@ def adapt(
         f"  {'':<34}{'before':>8}{'after':>8}",
         f"  {held_out:<34}{report.before.new_people:>8.4f}{report.after.new_people:>8.4f}"
         f"   ({report.gate_photos} photos)",
+        *(
+            [
+                f"  {'  named right, operating point':<34}{report.before.named:>8.4f}{report.after.named:>8.4f}"
+                "   (set on the camera's own faces, as the gallery will be)"
+            ]
+            if report.before.named is not None and report.after.named is not None
+            else []
+        ),
         f"  {'general check':<34}{report.before.general:>8.4f}{report.after.general:>8.4f}   ({report.general_check})",
     ]
     if report.before.clean_gallery is not None and report.after.clean_gallery is not None:

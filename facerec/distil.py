@@ -25,13 +25,14 @@ Measured choices (bench/adapt.py, dlib-resnet, LFW at 40 px; see the module docs
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .calibration import threshold_for
 from .camera import Camera
 from .camera_view import Scene, as_camera_shows, embed_views, join
 from .embedders.base import FAMILIES, Embedder
@@ -84,19 +85,30 @@ def damaged_probes(
     )
 
 
-def _margins(
-    embedder: Embedder, enroll: np.ndarray, enroll_labels: np.ndarray, probes: Probes, views: np.ndarray | None
-) -> np.ndarray:
-    """Each damaged probe's similarity to its own person's centroid of the enrolled photos (their clean
-    vectors, joined with their camera `views` when given: what the gallery would store), less the best other
-    person's: positive where it is identified right."""
-    people, rows = np.unique(enroll_labels, return_inverse=True)
-    stored = embedder.embed(enroll) if views is None else join(embedder.embed(enroll), embed_views(embedder, views))
-    sims = embedder.embed(probes.chips) @ group_means(stored, rows, len(people)).T
-    where = np.arange(len(sims)), np.searchsorted(people, probes.labels)
+def _own_less_best_other(sims: np.ndarray, people: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each probe's similarity to its own person less the best other person's: positive where it is
+    identified right."""
+    where = np.arange(len(sims)), np.searchsorted(people, labels)
     own = sims[where].copy()
-    sims[where] = -np.inf
-    return own - sims.max(axis=1)
+    others = sims.copy()
+    others[where] = -np.inf
+    return own - others.max(axis=1)
+
+
+@dataclass
+class OpenSet:
+    """Held-out probes as the gallery decides on them: whether each is identified right, its best score, and
+    the camera's strangers' (the target's faces) best scores against the same stored people."""
+
+    correct: np.ndarray
+    best: np.ndarray
+    strangers: np.ndarray
+
+    def named(self, rate: float, strangers: np.ndarray | None = None) -> np.ndarray:
+        """Which probes are named right at the threshold the strangers set for `rate` (the conformal rule
+        the gallery is calibrated by); `strangers`: a resample of this one's, for the bootstrap."""
+        threshold = threshold_for(self.strangers if strangers is None else strangers, rate)
+        return self.correct & (self.best >= threshold)
 
 
 @dataclass
@@ -109,10 +121,19 @@ class Held:
     probes: Probes
     views: np.ndarray | None = None
 
+    def _similarities(self, embedder: Embedder, chips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The chips against the enrolled people's centroids (their clean vectors, joined with their camera
+        views when given: what the gallery would store); and the people, in column order."""
+        people, rows = np.unique(self.labels, return_inverse=True)
+        clean = embedder.embed(self.enroll)
+        stored = clean if self.views is None else join(clean, embed_views(embedder, self.views))
+        return embedder.embed(chips) @ group_means(stored, rows, len(people)).T, people
+
     def margins(self, embedder: Embedder) -> np.ndarray:
         if len(self.probes.chips) == 0:
             return np.zeros(0)
-        return _margins(embedder, self.enroll, self.labels, self.probes, self.views)
+        sims, people = self._similarities(embedder, self.probes.chips)
+        return _own_less_best_other(sims, people, self.probes.labels)
 
     def correct(self, embedder: Embedder) -> np.ndarray:
         """Whether each probe's nearest centroid is its own person."""
@@ -125,22 +146,66 @@ class Held:
             return float("nan"), float("nan")
         return float(np.mean(margins > 0)), float(np.mean(margins))
 
+    def open_set(self, embedder: Embedder, strangers: np.ndarray) -> OpenSet:
+        """The probes and the `strangers` chips, both against the stored people, embedded once."""
+        sims, people = self._similarities(embedder, np.concatenate([self.probes.chips, strangers]))
+        probes, others = sims[: len(self.probes.chips)], sims[len(self.probes.chips) :]
+        margins = _own_less_best_other(probes, people, self.probes.labels)
+        return OpenSet(margins > 0, probes.max(axis=1), others.max(axis=1))
+
+
+def _photo_bootstrap(
+    per_photo: Callable[[np.ndarray | None], tuple[np.ndarray, np.ndarray]],
+    photo: np.ndarray,
+    draws_of_others: int,
+    rounds: int,
+    seed: int,
+) -> tuple[float, float, float]:
+    """A gain (after less before, as a share of the probes) and its 95% bootstrap interval, resampling
+    held-out photos (a photo's damaged copies go together: they are not independent) and, when
+    `draws_of_others` > 0, as many of whatever else the gain rests on (the camera's strangers). `per_photo`
+    gives, for one resample of the others (None: all of them), each photo's gain summed over its copies, and
+    its copies' count."""
+    if len(photo) == 0:
+        return float("nan"), float("nan"), float("nan")
+    gain, counts = per_photo(None)
+    photos = len(counts)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(photos, size=(rounds, photos))
+    if draws_of_others:
+        others = rng.integers(draws_of_others, size=(rounds, draws_of_others))
+        gains = np.array([g[d].sum() / c[d].sum() for d, (g, c) in zip(draws, map(per_photo, others))])
+    else:
+        gains = gain[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    low, high = np.percentile(gains, [2.5, 97.5])
+    return float(gain.sum() / counts.sum()), float(low), float(high)
+
+
+def _per_photo(before: np.ndarray, after: np.ndarray, photo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    _, rows = np.unique(photo, return_inverse=True)
+    gain = np.bincount(rows, weights=after.astype(float) - before.astype(float))
+    return gain, np.bincount(rows).astype(float)
+
 
 def gain_interval(
     before: np.ndarray, after: np.ndarray, photo: np.ndarray, *, rounds: int = 2000, seed: int = 0
 ) -> tuple[float, float, float]:
-    """The accuracy gain and its 95% bootstrap interval, resampling held-out photos (a photo's damaged copies
-    go together: they are not independent)."""
-    if len(before) == 0:
-        return float("nan"), float("nan"), float("nan")
-    photos, rows = np.unique(photo, return_inverse=True)
-    per_photo = np.bincount(rows, weights=after.astype(float) - before.astype(float), minlength=len(photos))
-    counts = np.bincount(rows, minlength=len(photos)).astype(float)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(len(photos), size=(rounds, len(photos)))
-    gains = per_photo[draws].sum(axis=1) / counts[draws].sum(axis=1)
-    low, high = np.percentile(gains, [2.5, 97.5])
-    return float(per_photo.sum() / counts.sum()), float(low), float(high)
+    """The accuracy gain and its 95% bootstrap interval, resampling held-out photos."""
+    return _photo_bootstrap(lambda _: _per_photo(before, after, photo), photo, 0, rounds, seed)
+
+
+def named_gain_interval(
+    before: OpenSet, after: OpenSet, photo: np.ndarray, rate: float, *, rounds: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """The gain in probes named right at the operating point each model's gallery would get from the
+    camera's strangers (`rate` of them named), and its 95% bootstrap interval. The strangers are resampled
+    with the photos, so the thresholds' own noise is in the interval; both models see the same resample."""
+
+    def per_photo(draw: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        resample = lambda open_set: None if draw is None else open_set.strangers[draw]
+        return _per_photo(before.named(rate, resample(before)), after.named(rate, resample(after)), photo)
+
+    return _photo_bootstrap(per_photo, photo, len(before.strangers), rounds, seed)
 
 
 def distil(
