@@ -25,7 +25,7 @@ Measured choices (bench/adapt.py, dlib-resnet, LFW at 40 px; see the module docs
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -104,11 +104,10 @@ class OpenSet:
     best: np.ndarray
     strangers: np.ndarray
 
-    def named(self, rate: float, strangers: np.ndarray | None = None) -> np.ndarray:
-        """Which probes are named right at the threshold the strangers set for `rate` (the conformal rule
-        the gallery is calibrated by); `strangers`: a resample of this one's, for the bootstrap."""
-        threshold = threshold_for(self.strangers if strangers is None else strangers, rate)
-        return self.correct & (self.best >= threshold)
+    def named(self, rate: float) -> np.ndarray:
+        """Which probes are named right at the threshold the strangers set for `rate` (the conformal rule the
+        gallery is calibrated by)."""
+        return self.correct & (self.best >= threshold_for(self.strangers, rate))
 
 
 @dataclass
@@ -154,58 +153,21 @@ class Held:
         return OpenSet(margins > 0, probes.max(axis=1), others.max(axis=1))
 
 
-def _photo_bootstrap(
-    per_photo: Callable[[np.ndarray | None], tuple[np.ndarray, np.ndarray]],
-    photo: np.ndarray,
-    draws_of_others: int,
-    rounds: int,
-    seed: int,
-) -> tuple[float, float, float]:
-    """A gain (after less before, as a share of the probes) and its 95% bootstrap interval, resampling
-    held-out photos (a photo's damaged copies go together: they are not independent) and, when
-    `draws_of_others` > 0, as many of whatever else the gain rests on (the camera's strangers). `per_photo`
-    gives, for one resample of the others (None: all of them), each photo's gain summed over its copies, and
-    its copies' count."""
-    if len(photo) == 0:
-        return float("nan"), float("nan"), float("nan")
-    gain, counts = per_photo(None)
-    photos = len(counts)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(photos, size=(rounds, photos))
-    if draws_of_others:
-        others = rng.integers(draws_of_others, size=(rounds, draws_of_others))
-        gains = np.array([g[d].sum() / c[d].sum() for d, (g, c) in zip(draws, map(per_photo, others))])
-    else:
-        gains = gain[draws].sum(axis=1) / counts[draws].sum(axis=1)
-    low, high = np.percentile(gains, [2.5, 97.5])
-    return float(gain.sum() / counts.sum()), float(low), float(high)
-
-
-def _per_photo(before: np.ndarray, after: np.ndarray, photo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    _, rows = np.unique(photo, return_inverse=True)
-    gain = np.bincount(rows, weights=after.astype(float) - before.astype(float))
-    return gain, np.bincount(rows).astype(float)
-
-
 def gain_interval(
     before: np.ndarray, after: np.ndarray, photo: np.ndarray, *, rounds: int = 2000, seed: int = 0
 ) -> tuple[float, float, float]:
-    """The accuracy gain and its 95% bootstrap interval, resampling held-out photos."""
-    return _photo_bootstrap(lambda _: _per_photo(before, after, photo), photo, 0, rounds, seed)
-
-
-def named_gain_interval(
-    before: OpenSet, after: OpenSet, photo: np.ndarray, rate: float, *, rounds: int = 2000, seed: int = 0
-) -> tuple[float, float, float]:
-    """The gain in probes named right at the operating point each model's gallery would get from the
-    camera's strangers (`rate` of them named), and its 95% bootstrap interval. The strangers are resampled
-    with the photos, so the thresholds' own noise is in the interval; both models see the same resample."""
-
-    def per_photo(draw: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        resample = lambda open_set: None if draw is None else open_set.strangers[draw]
-        return _per_photo(before.named(rate, resample(before)), after.named(rate, resample(after)), photo)
-
-    return _photo_bootstrap(per_photo, photo, len(before.strangers), rounds, seed)
+    """The accuracy gain and its 95% bootstrap interval, resampling held-out photos (a photo's damaged copies
+    go together: they are not independent)."""
+    if len(before) == 0:
+        return float("nan"), float("nan"), float("nan")
+    photos, rows = np.unique(photo, return_inverse=True)
+    per_photo = np.bincount(rows, weights=after.astype(float) - before.astype(float), minlength=len(photos))
+    counts = np.bincount(rows, minlength=len(photos)).astype(float)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(len(photos), size=(rounds, len(photos)))
+    gains = per_photo[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    low, high = np.percentile(gains, [2.5, 97.5])
+    return float(per_photo.sum() / counts.sum()), float(low), float(high)
 
 
 def distil(
