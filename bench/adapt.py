@@ -73,12 +73,8 @@ def lowres_set(shared: Path, folder: Path) -> dict[str, list[Path]]:
         (folder / person).mkdir(parents=True)
         out[person] = []
         for photo in photos[:10]:
-            image = cv2.imread(str(photo))
-            h, w = image.shape[:2]
-            scale = 40 / max(h, w)
-            small = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
             target = folder / person / f"{photo.stem}.png"
-            cv2.imwrite(str(target), cv2.resize(small, (250, 250), interpolation=cv2.INTER_CUBIC))
+            cv2.imwrite(str(target), shrunk(cv2.imread(str(photo)), 40))  # LFW's photos are all 250x250
             out[person].append(target)
     return out
 
@@ -165,13 +161,6 @@ def run_set(name: str, make, shared: Path, args, work: Path) -> dict:
     }
 
 
-def shrunk(image, longer_side: int):
-    h, w = image.shape[:2]
-    scale = longer_side / max(h, w)
-    small = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
-
-
 def infrared(image, rng):
     grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32) / 255.0
     grey = (grey**0.6 - 0.5) * 0.7 + 0.5
@@ -186,6 +175,10 @@ def small_then(image, longer_side: int, damage):
     scale = longer_side / max(h, w)
     small = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
     return cv2.resize(damage(small), (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+def shrunk(image, longer_side: int):
+    return small_then(image, longer_side, lambda small: small)
 
 
 def jpeg(image, quality: int):
