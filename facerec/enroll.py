@@ -18,7 +18,7 @@ from .errors import ImageError, InputError, Interrupted, InvalidNameError
 from .fileio import sha256_bytes
 from .gallery import FaceRecord, validate_name
 from .images import is_image_path, iter_image_files
-from .pipeline import BATCH_PHOTOS, BATCH_PIXELS, ReducedPhoto
+from .pipeline import BATCH_PHOTOS, BATCH_PIXELS, EMBED_PHOTOS, ReducedPhoto
 from .prefetch import prefetch_batches
 from .session import GallerySession
 
@@ -103,7 +103,9 @@ def enroll_folder(session: GallerySession, photo_dir: str | Path) -> EnrollRepor
     settings = session.settings
     report = EnrollReport(gallery=str(session.path), model=session.model, skipped=list(invalid))
     added: Counter[str] = Counter()
-    pending: list[_Prepared] = []
+    pending: list[_Prepared] = []  # to embed
+    records: list[FaceRecord] = []  # embedded, to commit
+    vectors: list[np.ndarray] = []
     pipeline = session.pipeline  # loaded here, not in the background threads
 
     with session.open_writer() as gallery:
@@ -113,14 +115,23 @@ def enroll_folder(session: GallerySession, photo_dir: str | Path) -> EnrollRepor
         # decision is this thread's, so that two copies of one photo in flight are enrolled once.
         owners = gallery.owners_by_hash()
 
-        def flush() -> None:
+        def embed() -> None:
+            """Embed the pending photos' faces (a few at a time, while the background threads detect)."""
             if pending:
-                records = [p.record for p in pending if p.record is not None]
                 chips = [p.chip for p in pending if p.chip is not None]
                 views = [p.views for p in pending if p.views is not None]
-                gallery.add(records, stored_vectors(view, pipeline, chips, views))
-                added.update(record.person for record in records)
+                vectors.append(stored_vectors(view, pipeline, chips, views))
+                records.extend(p.record for p in pending if p.record is not None)
                 pending.clear()
+
+        def flush() -> None:
+            """Commit what is embedded, as one transaction."""
+            embed()
+            if records:
+                gallery.add(records, np.concatenate(vectors))
+                added.update(record.person for record in records)
+                records.clear()
+                vectors.clear()
 
         def prepare_one(person: str, path: Path, found: tuple[ReducedPhoto, list[Face]] | ImageError) -> _Prepared:
             if isinstance(found, ImageError):
@@ -164,9 +175,11 @@ def enroll_folder(session: GallerySession, photo_dir: str | Path) -> EnrollRepor
                     assert photo.record is not None and photo.chip is not None
                     owners[photo.digest] = photo.record.person
                     pending.append(photo)
-                    if len(pending) >= settings.batch_size:
+                    if len(pending) >= min(EMBED_PHOTOS, settings.batch_size):
+                        embed()
+                    if len(records) >= settings.batch_size:
                         flush()
-                    bar.set_postfix(faces=sum(added.values()) + len(pending), refresh=False)
+                    bar.set_postfix(faces=sum(added.values()) + len(records) + len(pending), refresh=False)
             flush()
         except KeyboardInterrupt:
             report.interrupted = True

@@ -15,7 +15,7 @@ from .detect import Face
 from .errors import ImageError, InputError, NoFaceError
 from .gallery import Candidate, FaceRecord, validate_name
 from .images import iter_image_files
-from .pipeline import BATCH_PHOTOS, BATCH_PIXELS, ReducedPhoto
+from .pipeline import BATCH_PHOTOS, BATCH_PIXELS, EMBED_PHOTOS, ReducedPhoto
 from .prefetch import prefetch_batches
 from .session import GallerySession
 
@@ -189,7 +189,7 @@ def identify_paths(
         depth=2 * workers + 2,
     ):
         batch.append(detected)
-        if len(batch) >= 8 or sum(len(d.chips) for d in batch) >= session.settings.batch_size:
+        if len(batch) >= EMBED_PHOTOS or sum(len(d.chips) for d in batch) >= session.settings.batch_size:
             yield from finish(batch)
     yield from finish(batch)
 

@@ -108,3 +108,37 @@ def test_lfw_subset_accuracy(tmp_path, shared, monkeypatch):
     assert plot.stat().st_size > 10_000
     again = run("eval", "lfw", lfw, "--pairs", tmp_path / "pairs.txt")  # from the cache
     assert f"accuracy {report['accuracy']:.4f}" in again.stdout
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "embedded", "committed"), [(None, [8, 6], [14]), (3, [3, 3, 3, 3, 2], [3, 3, 3, 3, 2])]
+)
+def test_enroll_embeds_while_detecting_and_commits_batch_size_faces(
+    tmp_path, shared, weights, monkeypatch, batch_size, embedded, committed
+):
+    """Enroll embeds every EMBED_PHOTOS photos' faces as they come (so embedding overlaps detection) and
+    commits FACEREC_BATCH_SIZE faces per transaction (what an interrupted run keeps)."""
+    from facerec import FaceRecognizer
+    from facerec import enroll as enroll_module
+    from facerec.gallery import Gallery
+
+    if batch_size is not None:
+        monkeypatch.setenv("FACEREC_BATCH_SIZE", str(batch_size))
+    calls: dict[str, list[int]] = {"embedded": [], "committed": []}
+    stored_vectors, add = enroll_module.stored_vectors, Gallery.add
+
+    def spy_stored(view, pipeline, chips, views):
+        calls["embedded"].append(len(chips))
+        return stored_vectors(view, pipeline, chips, views)
+
+    def spy_add(self, records, vectors):
+        calls["committed"].append(len(records))
+        return add(self, records, vectors)
+
+    monkeypatch.setattr(enroll_module, "stored_vectors", spy_stored)
+    monkeypatch.setattr(Gallery, "add", spy_add)
+    report = FaceRecognizer(tmp_path / "g", model="vggface2", weights=weights, device="cpu").enroll(
+        shared / "faces" / "known"
+    )
+    assert report.faces_added == report.faces_total == 14
+    assert calls == {"embedded": embedded, "committed": committed}
