@@ -252,22 +252,20 @@ def _bins(n: int, o: int, device: str | torch.device) -> tuple[torch.Tensor, tor
 def _level(S: torch.Tensor, H: int, W: int, oh: int, ow: int, r0: int, ph: int, out: torch.Tensor) -> None:
     """Write rows r0 .. r0+ph of a normalised pyramid level (oh, ow) into `out` (ph, ow, 3).
 
-    Equal to facenet's interpolate(image, (oh, ow), mode="area"): box sums from the integral image are
-    exact integers, divided by the bin height and width as adaptive_avg_pool2d does; no level reads the
-    whole image.
+    S: the image's integral image, flat (pixels, 4). Equal to facenet's interpolate(image, (oh, ow),
+    mode="area"): box sums from the integral image are exact integers, divided by the bin height and width
+    as adaptive_avg_pool2d does. Four gathers per output pixel read only what the level needs (gathering
+    whole rows first read the image's full width for every level: 51 -> 20 ms for a 1080p frame's pyramid).
     """
     yA, yB = _bins(H, oh, S.device)
-    yA, yB = yA[r0 : r0 + ph], yB[r0 : r0 + ph]
+    rA, rB = (yA[r0 : r0 + ph] * (W + 1))[:, None], (yB[r0 : r0 + ph] * (W + 1))[:, None]
     xA, xB = _bins(W, ow, S.device)
-    c4 = torch.arange(3, device=S.device)
-    cA = (xA[:, None] * 4 + c4).reshape(-1)
-    cB = (xB[:, None] * 4 + c4).reshape(-1)
-    D = S.index_select(0, yB)
-    D -= S.index_select(0, yA)
-    E = D.index_select(1, cB)
-    E -= D.index_select(1, cA)
-    E = E.view(ph, ow, 3).to(torch.float32)
-    E /= (yB - yA).to(torch.float32)[:, None, None]
+    E = _gather(S, rB + xB)
+    E -= _gather(S, rA + xB)
+    E -= _gather(S, rB + xA)
+    E += _gather(S, rA + xA)
+    E = E[..., :3].to(torch.float32)
+    E /= (yB - yA)[r0 : r0 + ph].to(torch.float32)[:, None, None]
     E /= (xB - xA).to(torch.float32)[None, :, None]
     E -= 127.5
     torch.mul(E, 0.0078125, out=out)
@@ -276,7 +274,7 @@ def _level(S: torch.Tensor, H: int, W: int, oh: int, ow: int, r0: int, ph: int, 
 def _stage1(nets, integrals, sizes, minsizes, threshold, factor, device):
     """Pyramid + P-Net + the two NMS of facenet's first stage. Returns boxes (k, 9) and image indices.
 
-    integrals: per image its 4-channel integral image viewed as (H+1, (W+1)*4).
+    integrals: per image its 4-channel integral image, flat ((H+1)*(W+1), 4).
     """
     levels: list[_Level] = []
     for i, ((h, w), minsize) in enumerate(zip(sizes, minsizes)):
@@ -347,9 +345,9 @@ def _stage1(nets, integrals, sizes, minsizes, threshold, factor, device):
 
 
 def _integrals(images, device):
-    """All images' integral images in one flat (sum of (H+1)*(W+1), 4) tensor (channels R, G, B, 0;
-    int32 when no sum can overflow, else float64), and per image a (H+1, (W+1)*4) view of its part.
-    Four channels make a pixel one 16-byte element, which gathers about 3x faster than three."""
+    """All images' integral images in one flat (sum of (H+1)*(W+1), 4) tensor (channels R, G, B and an
+    unused 255; int32 when no sum can overflow, else float64), and per image its own part of it. Four
+    channels make a pixel one 16-byte element, which gathers about 3x faster than three."""
     sizes = [im.shape[:2] for im in images]
     counts = [(h + 1) * (w + 1) for h, w in sizes]
     exact32 = all(h * w * 255 < 2**31 for h, w in sizes)
@@ -358,16 +356,27 @@ def _integrals(images, device):
     start = 0
     for im, (h, w), c in zip(images, sizes, counts):
         view = buf[start : start + c].reshape(h + 1, w + 1, 4)
-        rgba = np.concatenate([im, np.zeros((h, w, 1), np.uint8)], axis=2)
-        # OpenCV's integral image is several times faster than two cumsums.
-        cv2.integral(rgba, sum=view, sdepth=cv2.CV_32S if exact32 else cv2.CV_64F)
+        # OpenCV's integral image is several times faster than two cumsums, and its RGBA conversion 30x
+        # faster than numpy's concatenate (22 ms for a 1080p frame).
+        if im.size:
+            cv2.integral(cv2.cvtColor(im, cv2.COLOR_RGB2RGBA), sum=view, sdepth=cv2.CV_32S if exact32 else cv2.CV_64F)
+        else:
+            view[...] = 0
         start += c
     S = torch.from_numpy(buf).to(device)
-    views, start = [], 0
-    for (h, w), c in zip(sizes, counts):
-        views.append(S[start : start + c].view(h + 1, (w + 1) * 4))
+    parts, start = [], 0
+    for c in counts:
+        parts.append(S[start : start + c])
         start += c
-    return S, views
+    return S, parts
+
+
+def _gather(S: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The 4-channel pixels of a flat (pixels, 4) integral image at `index` -> (*index.shape, 4)."""
+    if S.dtype == torch.int32:  # one 16-byte element per pixel
+        flat = S.view(torch.complex128).view(-1)
+        return flat.index_select(0, index.reshape(-1)).view(torch.int32).view(*index.shape, 4)
+    return S.index_select(0, index.reshape(-1)).view(*index.shape, 4)
 
 
 def _pad(boxes: torch.Tensor, w: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -395,7 +404,6 @@ def _crops(
     Equal to facenet's per-box interpolate(mode="area") (= adaptive average pooling: bin i spans
     floor(i*n/size) .. ceil((i+1)*n/size)), computed from the integral image as four gathers per pixel.
     """
-    n = len(y)
     i = torch.arange(size, device=S.device)
     y0, x0 = (y - 1).long(), (x - 1).long()
     hk, wk = (ey.long() - y0)[:, None], (ex.long() - x0)[:, None]
@@ -408,13 +416,7 @@ def _crops(
     st = stride[:, None]
     rA = base[:, None] + sy * st
     rB = base[:, None] + ey_ * st
-    if S.dtype == torch.int32:
-        flat = S.view(torch.complex128).view(-1)  # one 16-byte element per pixel
-        get = lambda r, c: (
-            flat.index_select(0, (r[:, :, None] + c[:, None, :]).view(-1)).view(torch.int32).view(n, size, size, 4)
-        )
-    else:
-        get = lambda r, c: S.index_select(0, (r[:, :, None] + c[:, None, :]).view(-1)).view(n, size, size, 4)
+    get = lambda r, c: _gather(S, r[:, :, None] + c[:, None, :])
     s = get(rB, ex_)
     s -= get(rA, ex_)
     s -= get(rB, sx)
@@ -516,8 +518,8 @@ def detect_batch(
     empty = (np.zeros((0, 5)), np.zeros((0, 5, 2)))
     with torch.inference_mode():
         sizes = [im.shape[:2] for im in images]
-        S, views = _integrals(images, device)
-        boxes, inds = _stage1(nn, views, sizes, minsizes, thresholds[0], factor, device)
+        S, parts = _integrals(images, device)
+        boxes, inds = _stage1(nn, parts, sizes, minsizes, thresholds[0], factor, device)
         if len(boxes) == 0:
             return [empty for _ in images]
         hs = torch.tensor([s[0] for s in sizes], dtype=torch.int32, device=device)
