@@ -61,6 +61,10 @@ class Detector:
     min_face_size: int = 20
     min_score: float = 0.90
     max_side: int = 1600
+    # Threads one cascade call spreads its work over when the calling thread has that many torch threads
+    # (`mtcnn._map`; each takes its share of them): a photo detected in the main thread, `watch`'s frames.
+    # enroll's and identify's background threads have one each and detect alone, side by side.
+    parallel: int = 2
 
     @classmethod
     def from_settings(cls, device: str, settings: Settings, *, min_face_size: int | None = None) -> Detector:
@@ -100,7 +104,7 @@ class Detector:
         # Our cascade on facenet-pytorch's trained nets: the boxes, landmarks and probabilities of its
         # detect_face (tests/test_mtcnn.py), about 1.6x faster (bench/mtcnn.py). Called with our minimum
         # face as an argument and no shared state, so threads can detect at once.
-        found = mtcnn.detect_many(smalls, minimums, device=self.device)
+        found = mtcnn.detect_many(smalls, minimums, device=self.device, parallel=self.parallel)
         return [self._faces(boxes, points, scale, size) for (boxes, points), scale, size in zip(found, scales, full)]
 
     def detect_regions(self, image: np.ndarray, regions: Sequence[Region]) -> list[Face]:
@@ -119,7 +123,7 @@ class Detector:
         height, width = image.shape[:2]
         crops = [np.ascontiguousarray(image[y1:y2, x1:x2]) for x1, y1, x2, y2 in (r.box for r in regions)]
         minimums = [max(_PNET_WINDOW, r.min_face) for r in regions]
-        found = mtcnn.detect_many(crops, minimums, device=self.device)
+        found = mtcnn.detect_many(crops, minimums, device=self.device, parallel=self.parallel)
         boxes, points = [], []
         for (x1, y1, x2, y2), (b, p) in zip((r.box for r in regions), found):
             b, p = b.reshape(-1, 5), p.reshape(-1, 5, 2)

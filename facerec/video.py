@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from .detect import Face
 from .gallery import validate_name
 from .prefetch import torch_threads_beside
 from .regions import FrameScanner
@@ -61,17 +62,23 @@ def watch_source(
     pipeline = session.pipeline.with_min_face(min_face)
     detector = replace(pipeline.detector, max_side=max(pipeline.detector.max_side, VIDEO_MAX_SIDE))
     scanner = FrameScanner(detector, full_every=session.settings.watch_full_pass_s, detect_every=detect_every)
-    tracker = Tracker(pipeline.vectors, vector_namer(session, threshold, max_false_accept))
+
+    def embed(image: np.ndarray, faces: list[Face]) -> np.ndarray:
+        # Embedding leaves a core's worth to the capture or decoding thread: OpenMP's threads wait for each
+        # other at every operation, so one that the decoder holds up stalls the rest. Detection spreads over
+        # threads of its own instead (Detector.parallel), which lose only their own time: on 2 cores the
+        # 1080p crowd clip went from 10.1-11.8 to 12.6-14.7 frames/s (AMD EPYC).
+        with torch_threads_beside(1):
+            return pipeline.vectors(image, faces)
+
+    tracker = Tracker(embed, vector_namer(session, threshold, max_false_accept))
     frames = (
         source
         if isinstance(source, FrameSource)
         else FrameSource(str(source), realtime=realtime, reconnect_timeout=reconnect_timeout, on_status=on_status)
     )
-    # The capture or decoding thread gets a core of its own: on 2 cores, MTCNN on 2 torch threads that
-    # compete with it (or with anything else running) was several times slower, not faster (bench/stream.py).
     try:
-        with torch_threads_beside(1):
-            yield from watch(frames, scanner, tracker)
+        yield from watch(frames, scanner, tracker)
     finally:
         frames.close()
 

@@ -102,6 +102,36 @@ def test_batch_of_mixed_sizes_equals_single_images():
 
 
 @needs_shared
+def test_cascade_spread_over_threads_equals_one_thread(monkeypatch):
+    """`watch` spreads a frame's canvases and R-/O-Net batches over threads (Detector.parallel): the same
+    faces, computed in more than one thread."""
+    import threading
+
+    import torch
+
+    cap = cv2.VideoCapture(str(SHARED / "video" / "crowd_arcade.mp4"))
+    ok, frame = cap.read()
+    assert ok
+    images = [_load(SHARED / "faces/groups/worlds_largest_selfie.jpg"), cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)]
+    one = mtcnn.detect_batch(images, [20, 40])
+    threads = set()
+    crops = mtcnn._crops
+    monkeypatch.setattr(mtcnn, "_crops", lambda *a: (threads.add(threading.current_thread().name), crops(*a))[1])
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(2)  # the caller's threads are what is shared out
+    try:
+        spread = mtcnn.detect_batch(images, [20, 40], parallel=2)
+    finally:
+        torch.set_num_threads(threads_before)
+    assert len([t for t in threads if t.startswith("facerec-mtcnn")]) == 2
+    assert len(one[0][0]) > 200 and len(one[1][0]) >= 3
+    for (b1, p1), (b2, p2) in zip(one, spread):
+        assert b1.shape == b2.shape
+        np.testing.assert_allclose(b1, b2, atol=1e-3)
+        np.testing.assert_allclose(p1, p2, atol=1e-3)
+
+
+@needs_shared
 def test_grey_image_as_rgb():
     rgb, ms = _prep(_load(SHARED / "faces/groups/friends_cast.jpg"))
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
