@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import batched_nms
 
+from .prefetch import torch_threads
+
 Result = TypeVar("Result")
 THRESHOLDS = (0.6, 0.7, 0.7)
 FACTOR = 0.709
@@ -141,22 +143,17 @@ def _nets(device: str, script: bool) -> Nets:
 _POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
 
 
-def _map(work: Callable[..., Result], args: list[tuple], parallel: int) -> list[Result]:
-    """work(*a) for each a, in order: in this thread, or spread over up to `parallel` threads that share
-    this thread's torch threads. Threads rather than torch's own (OpenMP) threads alone: the nets' layers
-    are too small for OpenMP's workers, which wait for each other at every operation (and stall when
-    anything else, such as `watch`'s decoding thread, holds one up). On 2 cores: 16 web photos 722-887 ms
-    on 2 torch threads, 623-696 spread over 2 threads of 1; a 338-face photo 3.2-3.9 s, 2.9-3.0 s."""
-    threads = torch.get_num_threads()
-    parallel = min(parallel, threads)
-    if parallel <= 1 or len(args) <= 1:
+def _map(work: Callable[..., Result], args: list[tuple], spread: tuple[int, int]) -> list[Result]:
+    """work(*a) for each a, in order, over `spread` = (threads, torch threads each): this thread alone, or
+    threads of a pool (see `_spread`)."""
+    threads, each = spread
+    if threads <= 1 or len(args) <= 1:
         return [work(*a) for a in args]
-    key = (parallel, threads // parallel)
     with _BUILDING:
-        pool = _POOLS.get(key)
+        pool = _POOLS.get(spread)
         if pool is None:
-            pool = _POOLS[key] = ThreadPoolExecutor(
-                parallel, thread_name_prefix="facerec-mtcnn", initializer=torch.set_num_threads, initargs=(key[1],)
+            pool = _POOLS[spread] = ThreadPoolExecutor(
+                threads, thread_name_prefix="facerec-mtcnn", initializer=torch.set_num_threads, initargs=(each,)
             )
 
     def run(a: tuple) -> Result:
@@ -164,6 +161,17 @@ def _map(work: Callable[..., Result], args: list[tuple], parallel: int) -> list[
             return work(*a)
 
     return list(pool.map(run, args))
+
+
+def _spread(parallel: int) -> tuple[int, int]:
+    """How one cascade call shares the caller's torch threads: (threads, torch threads each), up to
+    `parallel` threads. Threads rather than torch's own (OpenMP) threads alone: the nets' layers are too
+    small for OpenMP's workers, which wait for each other at every operation (and stall when anything else,
+    such as `watch`'s decoding thread, holds one up). On 2 cores: 16 web photos 722-887 ms on 2 torch
+    threads, 623-696 spread over 2 threads of 1; a 338-face photo 3.2-3.9 s, 2.9-3.0 s."""
+    available = torch.get_num_threads()
+    threads = max(1, min(parallel, available))
+    return threads, max(1, available // threads)
 
 
 # --- pyramid ------------------------------------------------------------------------------------------
@@ -302,7 +310,7 @@ def _level(S: torch.Tensor, H: int, W: int, oh: int, ow: int, r0: int, ph: int, 
     torch.mul(E, 0.0078125, out=out)
 
 
-def _stage1(nets, integrals, sizes, minsizes, threshold, factor, device, parallel=1):
+def _stage1(nets, integrals, sizes, minsizes, threshold, factor, device, spread=(1, 1)):
     """Pyramid + P-Net + the two NMS of facenet's first stage. Returns boxes (k, 9) and image indices.
 
     integrals: per image its 4-channel integral image, flat ((H+1)*(W+1), 4).
@@ -364,7 +372,7 @@ def _stage1(nets, integrals, sizes, minsizes, threshold, factor, device, paralle
             torch.tensor([p.level.gid for p in ps], device=device)[piece],  # (image, level)
         )
 
-    found = [f for f in _map(canvas, list(zip(heights, per_canvas)), parallel) if f is not None]
+    found = [f for f in _map(canvas, list(zip(heights, per_canvas)), spread) if f is not None]
     all_boxes, all_inds, all_groups = [f[0] for f in found], [f[1] for f in found], [f[2] for f in found]
     if not all_boxes:
         return empty
@@ -466,12 +474,12 @@ def _crops(
     return out.permute(0, 3, 1, 2)  # NHWC memory = channels_last
 
 
-def _run_crops(net, S, base, stride, y, ey, x, ex, size, chunk, parallel=1):
+def _run_crops(net, S, base, stride, y, ey, x, ex, size, chunk, spread=(1, 1)):
     def run(i: int) -> tuple[torch.Tensor, ...]:
         sl = slice(i, i + chunk)
         return net(_crops(S, base[sl], stride[sl], y[sl], ey[sl], x[sl], ex[sl], size))
 
-    outs = _map(run, [(i,) for i in range(0, len(y), chunk)], parallel)
+    outs = _map(run, [(i,) for i in range(0, len(y), chunk)], spread)
     return tuple(torch.cat(v, 0) for v in zip(*outs))
 
 
@@ -544,7 +552,8 @@ def detect_batch(
     """MTCNN on a list of RGB uint8 images (any sizes); like facenet's detect_face on each one.
 
     min_face: facenet's `minsize` (pixels of the image given), one int for all or one per image.
-    parallel: threads that share the P-Net canvases and the R-/O-Net batches (see `_map`); the results
+    parallel: at most this many threads share the caller's torch threads, its P-Net canvases and R-/O-Net
+    batches (`_spread`); the caller does its part on its share of the threads too. The results
     are the same.
     Returns per image (boxes (n, 5) float64: x1, y1, x2, y2, probability; points (n, 5, 2) float64),
     in facenet's order (decreasing O-Net probability, after its final 'Min' NMS).
@@ -557,10 +566,11 @@ def detect_batch(
         raise ValueError("min_face: one value, or one per image")
     nn = nets(str(device))
     empty = (np.zeros((0, 5)), np.zeros((0, 5, 2)))
-    with torch.inference_mode():
+    spread = _spread(parallel)
+    with torch.inference_mode(), torch_threads(spread[1]):
         sizes = [im.shape[:2] for im in images]
         S, parts = _integrals(images, device)
-        boxes, inds = _stage1(nn, parts, sizes, minsizes, thresholds[0], factor, device, parallel)
+        boxes, inds = _stage1(nn, parts, sizes, minsizes, thresholds[0], factor, device, spread)
         if len(boxes) == 0:
             return [empty for _ in images]
         hs = torch.tensor([s[0] for s in sizes], dtype=torch.int32, device=device)
@@ -584,8 +594,8 @@ def detect_batch(
                 boxes, inds, y, ey, x, ex = boxes[ok], inds[ok], y[ok], ey[ok], x[ok], ex[ok]
             if len(boxes) == 0:
                 return [empty for _ in images]
-            chunk = min(RNET_CHUNK if size == 24 else ONET_CHUNK, -(-len(y) // parallel))
-            out = _run_crops(net, S, bases[inds], strides[inds], y, ey, x, ex, size, chunk, parallel)
+            chunk = min(RNET_CHUNK if size == 24 else ONET_CHUNK, -(-len(y) // spread[0]))
+            out = _run_crops(net, S, bases[inds], strides[inds], y, ey, x, ex, size, chunk, spread)
             score = out[-1][:, 1]
             ipass = score > thr
             reg = out[0][ipass]

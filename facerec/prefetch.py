@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager as ContextManager
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -24,18 +25,25 @@ def _one_torch_thread() -> None:
 
 
 @contextmanager
-def torch_threads_beside(busy: int) -> Iterator[None]:
-    """The calling thread computes on its torch thread count less `busy` threads working beside it (at least
-    one), restored on leaving: the cores are shared rather than oversubscribed. Torch's CPU thread count is a
-    per-thread setting (OpenMP's), so it is the caller's own count that is lowered."""
+def torch_threads(count: int) -> Iterator[None]:
+    """The calling thread computes on `count` torch threads (at least one), restored on leaving. Torch's CPU
+    thread count is a per-thread setting (OpenMP's), so it is the caller's own count that changes."""
     import torch
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads - busy))
+    torch.set_num_threads(max(1, count))
     try:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def torch_threads_beside(busy: int) -> ContextManager[None]:
+    """The calling thread computes on its torch thread count less `busy` threads working beside it (at least
+    one): the cores are shared rather than oversubscribed."""
+    import torch
+
+    return torch_threads(torch.get_num_threads() - busy)
 
 
 def prefetch(
