@@ -62,7 +62,7 @@ class Detector:
     min_score: float = 0.90
     max_side: int = 1600
     # Threads one cascade call spreads its work over when the calling thread has that many torch threads
-    # (`mtcnn._map`; each takes its share of them): a photo detected in the main thread, `watch`'s frames.
+    # (`mtcnn._spread`; each takes its share of them): a photo detected in the main thread, `watch`'s frames.
     # enroll's and identify's background threads have one each and detect alone, side by side.
     parallel: int = 2
 

@@ -566,7 +566,7 @@ def detect_batch(
         raise ValueError("min_face: one value, or one per image")
     nn = nets(str(device))
     empty = (np.zeros((0, 5)), np.zeros((0, 5, 2)))
-    spread = _spread(parallel)
+    spread = _spread(parallel) if str(device) == "cpu" else (1, torch.get_num_threads())  # a GPU is one queue
     with torch.inference_mode(), torch_threads(spread[1]):
         sizes = [im.shape[:2] for im in images]
         S, parts = _integrals(images, device)
