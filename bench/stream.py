@@ -21,8 +21,9 @@ Time to a name: the 1280x720 clips after `lead` black frames, played at their ow
 as a camera delivers them; late frames are skipped), from the moment the face's first frame was due to the
 first result naming it; `--trials` leads spread over one full-pass period.
 
---threads sets torch's thread count as the CLI would find it; `facerec watch` leaves one of them to the
-capture / decoding thread (facerec/video.py).
+--threads sets torch's thread count as the CLI would find it; `facerec watch` spreads each frame's
+detection over 2 threads that share them (Detector.parallel) and embeds on one fewer, leaving that one to
+the capture / decoding thread (facerec/video.py).
 """
 
 from __future__ import annotations
