@@ -19,6 +19,7 @@ Everything returned is in the coordinates of each image that was passed in.
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -141,6 +142,17 @@ def _nets(device: str, script: bool) -> Nets:
 
 
 _POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (multiprocessing's default on Linux) has none of its parent's threads: its pools
+    would queue work for threads that do not exist, and the lock may have been held by one of them."""
+    global _BUILDING
+    _BUILDING = threading.Lock()
+    _POOLS.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _map(work: Callable[..., Result], args: list[tuple], spread: tuple[int, int]) -> list[Result]:

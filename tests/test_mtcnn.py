@@ -8,6 +8,7 @@ Needs ../shared (skipped otherwise).
 from __future__ import annotations
 
 import glob
+import os
 from pathlib import Path
 
 import cv2
@@ -129,6 +130,41 @@ def test_cascade_spread_over_threads_equals_one_thread(monkeypatch):
         assert b1.shape == b2.shape
         np.testing.assert_allclose(b1, b2, atol=1e-3)
         np.testing.assert_allclose(p1, p2, atol=1e-3)
+
+
+@needs_shared
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_detects_spread_after_its_parent_did():
+    """multiprocessing forks on Linux: a child must not queue its cascade for its parent's pool threads,
+    which it does not have (it hung)."""
+    import time
+
+    import torch
+
+    image = _load(SHARED / "faces/groups/friends_cast.jpg")
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        found = len(mtcnn.detect(image, 20, parallel=2)[0])
+        pid = os.fork()
+        if pid == 0:  # the child: exit 0 only when it finds the same faces, and never return to pytest
+            code = 1
+            try:
+                code = 0 if len(mtcnn.detect(image, 20, parallel=2)[0]) == found else 1
+            finally:
+                os._exit(code)
+    finally:
+        torch.set_num_threads(threads_before)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.2)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child's detection hung")
 
 
 @needs_shared
