@@ -18,6 +18,7 @@ import pytest
 import mtcnn_reference as compare
 from conftest import PROJECT_ROOT
 from facerec import mtcnn
+from facerec.prefetch import torch_threads
 from facerec.testing import find_shared
 
 SHARED = find_shared(PROJECT_ROOT) or Path("/nonexistent")
@@ -108,8 +109,6 @@ def test_cascade_spread_over_threads_equals_one_thread(monkeypatch):
     faces, computed in more than one thread."""
     import threading
 
-    import torch
-
     cap = cv2.VideoCapture(str(SHARED / "video" / "crowd_arcade.mp4"))
     ok, frame = cap.read()
     assert ok
@@ -118,12 +117,8 @@ def test_cascade_spread_over_threads_equals_one_thread(monkeypatch):
     threads = set()
     crops = mtcnn._crops
     monkeypatch.setattr(mtcnn, "_crops", lambda *a: (threads.add(threading.current_thread().name), crops(*a))[1])
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(2)  # the caller's threads are what is shared out
-    try:
+    with torch_threads(2):  # the caller's threads are what is shared out
         spread = mtcnn.detect_batch(images, [20, 40], parallel=2)
-    finally:
-        torch.set_num_threads(threads_before)
     assert len([t for t in threads if t.startswith("facerec-mtcnn")]) == 2
     assert len(one[0][0]) > 200 and len(one[1][0]) >= 3
     for (b1, p1), (b2, p2) in zip(one, spread):
@@ -139,12 +134,8 @@ def test_a_forked_child_detects_spread_after_its_parent_did():
     which it does not have (it hung)."""
     import time
 
-    import torch
-
     image = _load(SHARED / "faces/groups/friends_cast.jpg")
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
+    with torch_threads(2):
         found = len(mtcnn.detect(image, 20, parallel=2)[0])
         pid = os.fork()
         if pid == 0:  # the child: exit 0 only when it finds the same faces, and never return to pytest
@@ -153,8 +144,6 @@ def test_a_forked_child_detects_spread_after_its_parent_did():
                 code = 0 if len(mtcnn.detect(image, 20, parallel=2)[0]) == found else 1
             finally:
                 os._exit(code)
-    finally:
-        torch.set_num_threads(threads_before)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         done, status = os.waitpid(pid, os.WNOHANG)
