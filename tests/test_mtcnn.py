@@ -187,3 +187,52 @@ def test_huge_image_uses_float64_integral_and_matches():
     ours = mtcnn.detect(huge, ms)
     assert len(ours[0]) >= 4
     _assert_same(compare.facenet_detect(huge, ms), ours, "huge")
+
+
+def _pyramid(sizes, min_face):
+    return tuple(
+        (int(h * s + 1), int(w * s + 1)) for h, w in sizes for s in mtcnn._scales(h, w, min_face, mtcnn.FACTOR)
+    )
+
+
+@pytest.mark.parametrize(
+    "sizes, min_face",
+    [
+        ([(360, 480)], 20),  # a web photo
+        ([(480, 360)], 20),
+        ([(250, 250)], 20),  # LFW
+        ([(1080, 1920)], 40),  # a video frame
+        ([(96, 128)], 40),  # a video region
+        ([(360, 480), (480, 360), (250, 250), (301, 517), (600, 200)], 20),  # a batch of photos
+        ([(900, 1600)], 20),  # a level wider than a full-height canvas
+        ([(300, 3000)], 20),  # wider than CANVAS_WIDTH
+    ],
+)
+def test_packed_bands_cover_every_level_once_and_never_overlap(sizes, min_face):
+    dims = _pyramid(sizes, min_face)
+    places, shapes = mtcnn._layout.__wrapped__(dims)
+    taken = [np.zeros(s, bool) for s in shapes]
+    rows = [np.zeros((h - 1) // 2 - 4, int) for h, _ in dims]  # each level's P-Net output rows
+    for k, r0, ph, q0, oq, c, y0, x0 in places:
+        h, w = dims[k]
+        assert y0 % 2 == x0 % 2 == r0 % 2 == 0, "an odd position shifts P-Net's stride-2 grid"
+        assert r0 == 2 * q0 and r0 + ph <= h and oq <= (ph - 1) // 2 - 4
+        tall, wide = ph + (ph & 1), w + (w & 1)  # an odd side keeps one more row/column for the fix-up
+        assert y0 + tall <= shapes[c][0] and x0 + wide <= shapes[c][1], "a band sticks out of its canvas"
+        assert not taken[c][y0 : y0 + tall, x0 : x0 + wide].any(), "two bands overlap"
+        taken[c][y0 : y0 + tall, x0 : x0 + wide] = True
+        rows[k][q0 : q0 + oq] += 1
+    assert all((r == 1).all() for r in rows), "a level's output row is missed or computed twice"
+    widest = max(w for _, w in dims)
+    for h, w in shapes:
+        assert h % 32 == 0 and w % 64 == 0
+        assert h * w <= max(mtcnn.CANVAS_PIXELS, 64 * (widest + 64)), "a canvas outgrows the cache budget"
+
+
+def test_a_web_photos_pyramid_packs_tightly():
+    """The reason for skyline packing: a 480x360 photo's pyramid (126k pixels) took 197-246k canvas pixels
+    on 768-wide shelves."""
+    for size in [(360, 480), (480, 360)]:
+        dims = _pyramid([size], 20)
+        _, shapes = mtcnn._layout(dims)
+        assert sum(h * w for h, w in shapes) <= 1.3 * sum(h * w for h, w in dims)
