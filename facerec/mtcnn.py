@@ -29,6 +29,7 @@ from typing import TypeVar
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torchvision.ops import batched_nms
 
 from .prefetch import torch_threads
@@ -58,6 +59,20 @@ def _head(c: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.addmm(b[:, None], w.view(-1, k), x.t()).view(1, -1, h, wd)
 
 
+def _prelu_pool(c: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """P-Net's PReLU then 2x2 max-pooling, the PReLU on a quarter of the values: a PReLU is monotone, or
+    V-shaped where its slope is negative, so a window's largest output comes from its largest or its
+    smallest input. Bit-identical, and ~2.8x faster than the two layers (a third of P-Net's time), with
+    the window maximum and minimum taken from four strided views (torch's max-pooling on 10 channels
+    last is slower than that). Dims are even on every canvas; odd ones take the layers as they are."""
+    if c.shape[2] & 1 or c.shape[3] & 1:
+        return F.max_pool2d(F.prelu(c, weight), 2, 2, ceil_mode=True)
+    v = c[:, :, 0::2, 0::2], c[:, :, 0::2, 1::2], c[:, :, 1::2, 0::2], c[:, :, 1::2, 1::2]
+    top = torch.maximum(torch.maximum(v[0], v[1]), torch.maximum(v[2], v[3]))
+    low = torch.minimum(torch.minimum(v[0], v[1]), torch.minimum(v[2], v[3]))
+    return torch.maximum(F.prelu(top, weight), F.prelu(low, weight))
+
+
 class _PNetFull(torch.nn.Module):
     """P-Net with its two 1x1 heads as one: (n, 6, h, w) = background, face logits, 4 box offsets."""
 
@@ -69,18 +84,20 @@ class _PNetFull(torch.nn.Module):
 
     def forward(self, x):
         p = self.p
-        c = p.pool1(p.prelu1(p.conv1(x)))
+        c = _prelu_pool(p.conv1(x), p.prelu1.weight)
         c = p.prelu3(p.conv3(p.prelu2(p.conv2(c))))
         return _head(c, self.w, self.b)
 
 
 class _PNetA(torch.nn.Module):
+    """conv1, for `_pnet_forward`'s fix-up (copying a value before the PReLU or after it is the same)."""
+
     def __init__(self, p):
         super().__init__()
         self.p = p
 
     def forward(self, x):
-        return self.p.prelu1(self.p.conv1(x))
+        return self.p.conv1(x)
 
 
 class _PNetB(torch.nn.Module):
@@ -90,12 +107,12 @@ class _PNetB(torch.nn.Module):
 
     def forward(self, c):
         p = self.p
-        c = p.prelu3(p.conv3(p.prelu2(p.conv2(p.pool1(c)))))
+        c = p.prelu3(p.conv3(p.prelu2(p.conv2(_prelu_pool(c, p.prelu1.weight)))))
         return _head(c, self.w, self.b)
 
 
 class Nets:
-    """The three nets as called by the cascade: pnet (full), pnet_a (conv1+PReLU), pnet_b (the rest),
+    """The three nets as called by the cascade: pnet (full), pnet_a (conv1), pnet_b (the rest),
     rnet, onet. R-Net and O-Net are TorchScript-frozen with oneDNN (MKLDNN) layouts on CPU when
     available (faster than eager on their batches of tiny images); P-Net stays eager channels_last, which
     on small canvases beat the frozen version (and allows the in-place fix-up between its halves)."""

@@ -236,3 +236,20 @@ def test_a_web_photos_pyramid_packs_tightly():
         dims = _pyramid([size], 20)
         _, shapes = mtcnn._layout(dims)
         assert sum(h * w for h, w in shapes) <= 1.3 * sum(h * w for h, w in dims)
+
+
+@pytest.mark.parametrize("shape", [(1, 10, 190, 638), (1, 10, 63, 94), (2, 10, 7, 9)])
+def test_prelu_then_pool_from_the_window_extremes_is_bit_identical(shape):
+    """P-Net's PReLU applied after pooling to the window's maximum and minimum: exact for slopes of either
+    sign (P-Net's first PReLU has 5 negative slopes of 10), odd sizes included."""
+    import torch
+    import torch.nn.functional as F
+
+    net = mtcnn.nets("cpu").pnet.p
+    weight = net.prelu1.weight
+    assert (weight < 0).any() and (weight > 0).any()
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).contiguous(memory_format=torch.channels_last)
+    x[:, :, ::3] *= 1e-3  # values near the kink
+    with torch.inference_mode():
+        expected = F.max_pool2d(F.prelu(x, weight), 2, 2, ceil_mode=True)
+        assert torch.equal(mtcnn._prelu_pool(x, weight), expected)
