@@ -326,7 +326,8 @@ def _layout(dims: tuple[tuple[int, int], ...]) -> tuple[tuple[tuple[int, ...], .
     A canvas has at most CANVAS_PIXELS, so that P-Net's activations stay in the CPU's caches (a 192x768
     canvas cost ~1.6x more per pixel than 192x640 or 176x768 on a 2-core EPYC): it is at most
     CANVAS_HEIGHT rows tall, lower when wider. For a pyramid of at most two canvases, each width from the
-    widest level's to CANVAS_WIDTH is tried, and the packing with the fewest canvas pixels (plus
+    widest level's to CANVAS_WIDTH (or all bands side by side) is tried, up to the first that holds it in
+    one canvas as low as its tallest band, and the packing with the fewest canvas pixels (plus
     PNET_CALL_PIXELS per canvas, the fixed cost of a P-Net call) wins: a single photo's 480x360 pyramid
     takes 25-33% fewer pixels than on shelves 768 wide. Larger ones (a batch of photos, a 1080p frame)
     fill their canvases at the widest full-height width within 1.5% of the best, and trying every width
@@ -336,7 +337,9 @@ def _layout(dims: tuple[tuple[int, int], ...]) -> tuple[tuple[tuple[int, ...], .
     narrowest = -(-max(_even(w + 1) for _, w in dims) // 64) * 64
     widths: Sequence[int] = (max(narrowest, CANVAS_PIXELS // CANVAS_HEIGHT // 64 * 64),)
     if sum(h * w for h, w in dims) <= 2 * CANVAS_PIXELS:
-        widths = range(narrowest, max(CANVAS_WIDTH, narrowest) + 1, 64)
+        # no wider than all bands side by side: a wider canvas holds nothing more in its first row
+        side_by_side = -(-sum(_even(lv.w + 1) * len(_pieces(lv, CANVAS_HEIGHT)) for lv in levels) // 64) * 64
+        widths = range(narrowest, max(min(CANVAS_WIDTH, side_by_side), narrowest) + 1, 64)
     best: tuple[int, list[_Piece], list[tuple[int, int]]] | None = None
     for width in widths:
         height = max(64, min(CANVAS_HEIGHT, CANVAS_PIXELS // width) // 32 * 32)
@@ -345,6 +348,8 @@ def _layout(dims: tuple[tuple[int, int], ...]) -> tuple[tuple[tuple[int, ...], .
         cost = sum(h * w + PNET_CALL_PIXELS for h, w in shapes)
         if best is None or cost < best[0]:
             best = (cost, pieces, shapes)
+        if len(shapes) == 1 and shapes[0][0] == -(-_even(pieces[0].ph) // 32) * 32:
+            break  # a wider one is as low or, past 640 columns, only lower by cutting lower bands
     assert best is not None  # levels is not empty
     return tuple((p.level.gid, p.r0, p.ph, p.q0, p.oq, p.canvas, p.y0, p.x0) for p in best[1]), tuple(best[2])
 
