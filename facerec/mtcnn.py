@@ -242,8 +242,9 @@ class _Piece:
         self.canvas = self.y0 = self.x0 = -1
 
 
-def _even(v: int) -> int:
-    return v + (v & 1)
+def _up(v: int, step: int) -> int:
+    """v rounded up to a multiple of step."""
+    return -(-v // step) * step
 
 
 def _pieces(lv: _Level, band: int) -> list[_Piece]:
@@ -274,8 +275,7 @@ def _pack(pieces: list[_Piece], width: int, height: int) -> list[tuple[int, int]
     skylines: list[list[tuple[int, int, int]]] = []
     right: list[int] = []  # per canvas: its rightmost used column
     for p in pieces:
-        w = _even(p.level.w + 1) if p.level.w & 1 else p.level.w
-        h = _even(p.ph + 1) if p.ph & 1 else p.ph
+        w, h = _up(p.level.w, 2), _up(p.ph, 2)
         spot = None
         for c, segs in enumerate(skylines):
             if min(t for _, _, t in segs) + h > height:
@@ -334,21 +334,21 @@ def _layout(dims: tuple[tuple[int, int], ...]) -> tuple[tuple[tuple[int, ...], .
     would cost them about as much time as it saves.
     """
     levels = [_Level(0, 0.0, h, w, k) for k, (h, w) in enumerate(dims)]
-    narrowest = -(-max(_even(w + 1) for _, w in dims) // 64) * 64
+    narrowest = _up(max(_up(w + 1, 2) for _, w in dims), 64)
     widths: Sequence[int] = (max(narrowest, CANVAS_PIXELS // CANVAS_HEIGHT // 64 * 64),)
     if sum(h * w for h, w in dims) <= 2 * CANVAS_PIXELS:
         # no wider than all bands side by side: a wider canvas holds nothing more in its first row
-        side_by_side = -(-sum(_even(lv.w + 1) * len(_pieces(lv, CANVAS_HEIGHT)) for lv in levels) // 64) * 64
+        side_by_side = _up(sum(_up(lv.w + 1, 2) * len(_pieces(lv, CANVAS_HEIGHT)) for lv in levels), 64)
         widths = range(narrowest, max(min(CANVAS_WIDTH, side_by_side), narrowest) + 1, 64)
     best: tuple[int, list[_Piece], list[tuple[int, int]]] | None = None
     for width in widths:
         height = max(64, min(CANVAS_HEIGHT, CANVAS_PIXELS // width) // 32 * 32)
         pieces = sorted((p for lv in levels for p in _pieces(lv, height)), key=lambda p: (-p.ph, -p.level.w))
-        shapes = [(-(-h // 32) * 32, -(-w // 64) * 64) for h, w in _pack(pieces, width, height)]
+        shapes = [(_up(h, 32), _up(w, 64)) for h, w in _pack(pieces, width, height)]
         cost = sum(h * w + PNET_CALL_PIXELS for h, w in shapes)
         if best is None or cost < best[0]:
             best = (cost, pieces, shapes)
-        if len(shapes) == 1 and shapes[0][0] == -(-_even(pieces[0].ph) // 32) * 32:
+        if len(shapes) == 1 and shapes[0][0] == _up(pieces[0].ph, 32):
             break  # a wider one is as low or, past 640 columns, only lower by cutting lower bands
     assert best is not None  # levels is not empty
     return tuple((p.level.gid, p.r0, p.ph, p.q0, p.oq, p.canvas, p.y0, p.x0) for p in best[1]), tuple(best[2])
