@@ -197,9 +197,12 @@ class FacerecTool:
         """Load the models and build the detector's networks once, before any clock starts, as
         face_recognition loads its models when it is imported (about 6 s here, once per process)."""
         from facerec import FacePipeline
+        from facerec.prefetch import torch_threads
 
         pipeline = FacePipeline.load("dlib-resnet", device="cpu")
         pipeline.faces(pipeline.read(photo))
+        with torch_threads(1):  # enroll and identify embed on one thread beside their detection threads
+            pipeline.faces(pipeline.read(photo))
 
     def identify(
         self, enrolled: dict[str, list[Path]], probes: list[tuple[str | None, Path]]

@@ -69,6 +69,9 @@ class Settings:
     # With detection on every 2nd frame, 0.12 s is a full pass on every 2nd detection at 25 and 30 fps; at
     # 0.15 s a 30 fps camera got one on every 3rd, and the worst time to a name was 314 ms (bench/stream.py).
     watch_full_pass_s: float = 0.12
+    # What runs the embedder on the CPU (facerec.embedders.runtime): auto (ONNX Runtime when installed), onnx,
+    # torch.
+    runtime: str = "auto"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -80,6 +83,8 @@ class Settings:
                 continue
             if kind is str:
                 values[name] = raw.strip()
+                if name in CHOICES and values[name] not in CHOICES[name]:
+                    raise SettingsError(f"{variable}={raw!r}: give one of {', '.join(CHOICES[name])} or unset it")
                 continue
             try:
                 value = kind(raw.strip())
@@ -110,4 +115,7 @@ ENVIRONMENT: dict[str, tuple[str, type, float, float]] = {
     "workers": ("FACEREC_WORKERS", int, 1, 64),
     "lock_timeout_s": ("FACEREC_LOCK_TIMEOUT", float, 0.0, 86_400),
     "watch_full_pass_s": ("FACEREC_WATCH_FULL_PASS", float, 0.0, 60.0),
+    "runtime": ("FACEREC_RUNTIME", str, 0, 0),
 }
+# Text settings that take one of a few values.
+CHOICES: dict[str, tuple[str, ...]] = {"runtime": ("auto", "onnx", "torch")}

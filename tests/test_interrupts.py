@@ -166,19 +166,20 @@ def test_a_malformed_setting_is_one_line_naming_the_variable(tmp_path, shared, v
 def test_every_setting_is_read_from_the_environment(monkeypatch, tmp_path):
     from dataclasses import fields
 
-    from facerec.config import ENVIRONMENT, Settings
+    from facerec.config import CHOICES, ENVIRONMENT, Settings
 
     assert {f.name for f in fields(Settings)} == {"models_dir", *ENVIRONMENT}
-    # The lowest value each accepts: never its default, so a setting that ignored its variable would show.
+    defaults = Settings(models_dir=tmp_path)
+    # The lowest value each accepts, or a choice that is not its default: never its default, so a setting that
+    # ignored its variable would show.
     values = {
-        name: "http://mirror.example/" if kind is str else str(kind(low))
+        name: str(kind(low)) if kind is not str else CHOICES[name][-1] if name in CHOICES else "http://mirror.example/"
         for name, (_, kind, low, _) in ENVIRONMENT.items()
     }
     for name, (variable, _, _, _) in ENVIRONMENT.items():
         monkeypatch.setenv(variable, values[name])
     monkeypatch.setenv("FACEREC_MODELS", str(tmp_path))
     settings = Settings.from_env()
-    defaults = Settings(models_dir=tmp_path)
     assert settings.models_dir == tmp_path
     for name, (_, kind, _, _) in ENVIRONMENT.items():
         assert getattr(settings, name) == kind(values[name]) != getattr(defaults, name), name

@@ -25,6 +25,7 @@ from ..vectors import normalise
 from .dlib_resnet import DlibResNet, find_model_file, load_dlib_resnet
 from .facenet import build_facenet, facenet_input
 from .registry import DEFAULT_MODEL, OFFLINE_MODEL, ModelSpec, get_spec
+from .runtime import Runner, choose, loaded
 from .weights import load_state_dict, resolve_weights, unreachable
 
 
@@ -89,6 +90,9 @@ class Embedder:
     device: str
     weights_path: Path
     weights_sha256: str
+    # What runs the network for inference (PyTorch or ONNX Runtime, facerec.embedders.runtime); training
+    # always runs `module` in PyTorch.
+    runner: Runner
     batch_size: int = 32
 
     def chip(self, image: np.ndarray, face: Face) -> np.ndarray:
@@ -116,7 +120,7 @@ class Embedder:
             for start in range(0, len(chips), self.batch_size):
                 batch = to_input(chips[start : start + self.batch_size]).to(self.device)
                 inputs = torch.cat([torch.flip(batch, dims=[3]) if flip else batch for flip in mirrored])
-                result = self.module(inputs.contiguous(memory_format=torch.channels_last)).float().cpu().numpy()
+                result = self.runner(self.module, inputs)
                 for view, part in zip(out, np.split(result, len(mirrored))):
                     view.append(part)
         return [np.concatenate(view) for view in out]
@@ -187,7 +191,11 @@ def load_embedder(
     stat = path.stat()
     digest = _digest(str(path), stat.st_size, stat.st_mtime_ns)
     module = _load_module(spec.family, str(path), digest, device, str(settings.models_dir))
-    return Embedder(spec, module, device, path, digest, settings.batch_size)
+    loaded(module)
+    family = FAMILIES[spec.family]
+    cache = settings.models_dir / f"{spec.name}-{digest[:16]}.onnx"
+    runner = Runner(choose(settings.runtime, device), cache, family.to_input, spec.input_size)
+    return Embedder(spec, module, device, path, digest, runner, settings.batch_size)
 
 
 def choose_model(settings: Settings | None = None) -> tuple[str, str]:
