@@ -11,7 +11,7 @@ three NMS passes, same crop quirks) but:
 * the R-Net and O-Net crops of all boxes of all images are taken at once from an integral image: the
   exact box average (adaptive average pooling, which is what facenet's `interpolate(mode="area")` does
   per box) as four gathers per output pixel, instead of one python-level slice + interpolate per box;
-* R-Net and O-Net see the candidates of the whole batch together; NMS is torchvision's batched_nms.
+* R-Net and O-Net see the candidates of the whole batch together; NMS is torchvision's kernel (`_nms`).
 
 Everything returned is in the coordinates of each image that was passed in.
 """
@@ -30,8 +30,8 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.ops import batched_nms
 
+from . import mtcnn_nets
 from .prefetch import torch_threads
 
 Result = TypeVar("Result")
@@ -118,11 +118,9 @@ class Nets:
     on small canvases beat the frozen version (and allows the in-place fix-up between its halves)."""
 
     def __init__(self, device: str = "cpu", script: bool = True):
-        from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
-
         mods = []
-        for cls in (PNet, RNet, ONet):
-            net = cls().to(device).eval()
+        for net in mtcnn_nets.trained():
+            net.to(device)
             for prm in net.parameters():
                 prm.requires_grad_(False)
             net.to(memory_format=torch.channels_last)
@@ -208,6 +206,15 @@ def _spread(parallel: int) -> tuple[int, int]:
     available = torch.get_num_threads()
     threads = max(1, min(parallel, available))
     return threads, max(1, available // threads)
+
+
+def _nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, threshold: float) -> torch.Tensor:
+    """torchvision's batched_nms (its coordinate form): IoU NMS within each group, the kept indices by
+    decreasing score. Groups are kept apart by shifting each one's boxes beyond all the others'."""
+    if len(boxes) == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    shifted = boxes + (groups.to(boxes) * (boxes.max() + 1))[:, None]
+    return mtcnn_nets.nms_kernel()(shifted, scores, threshold)
 
 
 # --- pyramid ------------------------------------------------------------------------------------------
@@ -471,9 +478,9 @@ def _stage1(nets, integrals, sizes, minsizes, threshold, factor, device, spread=
     inds = torch.cat(all_inds)
     groups = torch.cat(all_groups)
     # NMS within each scale + image, then within each image
-    pick = batched_nms(boxes[:, :4].double(), boxes[:, 4].double(), groups, 0.5)
+    pick = _nms(boxes[:, :4].double(), boxes[:, 4].double(), groups, 0.5)
     boxes, inds = boxes[pick], inds[pick]
-    pick = batched_nms(boxes[:, :4].double(), boxes[:, 4].double(), inds, 0.7)
+    pick = _nms(boxes[:, :4].double(), boxes[:, 4].double(), inds, 0.7)
     return boxes[pick], inds[pick]
 
 
@@ -693,7 +700,7 @@ def detect_batch(
             b = torch.cat((boxes[ipass, :4], score[ipass].unsqueeze(1)), dim=1)
             inds = inds[ipass]
             if stage == 0:
-                pick = batched_nms(b[:, :4].double(), b[:, 4].double(), inds, 0.7)
+                pick = _nms(b[:, :4].double(), b[:, 4].double(), inds, 0.7)
                 b, inds, reg = b[pick], inds[pick], reg[pick]
                 boxes = _rerec(_bbreg(b, reg))
             else:

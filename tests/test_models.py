@@ -72,3 +72,25 @@ def test_packaged_dlib_model_loads_offline(tmp_path):
     mirrored = embedder.descriptors(chips[:, :, ::-1].copy())
     expected = (raw + mirrored) / np.linalg.norm(raw + mirrored, axis=1, keepdims=True)
     assert np.allclose(vectors, expected, atol=1e-5)  # test-time flip: the mean of chip and mirror
+
+
+def test_inception_resnet_comes_without_torchvision_and_facenet_pytorch_still_imports(weights):
+    """facenet-pytorch's package imports torchvision (about 1.5 s of a process's start); the embedder takes its
+    InceptionResnetV1 without it, and the whole package imports normally afterwards, with that same class."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from facerec.embedders.base import load_embedder\n"
+        f"embedder = load_embedder('vggface2', weights={str(weights)!r}, device='cpu', progress=False)\n"
+        "vectors = embedder.embed(np.zeros((1, 160, 160, 3), np.uint8))\n"
+        "assert vectors.shape == (1, 512)\n"
+        "print(sorted(m for m in ('torchvision', 'facenet_pytorch', 'torch._dynamo') if m in sys.modules))\n"
+        "from facenet_pytorch import MTCNN, InceptionResnetV1\n"
+        "from facenet_pytorch.models.mtcnn import PNet\n"
+        "print(type(embedder.module) is InceptionResnetV1)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]", "True"]

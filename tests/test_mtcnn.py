@@ -253,3 +253,51 @@ def test_prelu_then_pool_from_the_window_extremes_is_bit_identical(shape):
     with torch.inference_mode():
         expected = F.max_pool2d(F.prelu(x, weight), 2, 2, ceil_mode=True)
         assert torch.equal(mtcnn._prelu_pool(x, weight), expected)
+
+
+def test_our_nets_are_facenets_nets():
+    """The nets built without facenet-pytorch give its own nets' outputs, bit for bit, from its weights."""
+    import torch
+    from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
+
+    from facerec.mtcnn_nets import trained
+
+    for ours, theirs, shape in zip(
+        trained(), (PNet(), RNet(), ONet()), ((2, 3, 37, 53), (5, 3, 24, 24), (5, 3, 48, 48))
+    ):
+        x = torch.rand(shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
+        with torch.no_grad():
+            for a, b in zip(ours(x), theirs.eval()(x)):
+                assert torch.equal(a, b)
+
+
+def test_our_nms_is_torchvisions_batched_nms():
+    import torch
+    from torchvision.ops import batched_nms
+
+    g = torch.Generator().manual_seed(1)
+    for n, groups in ((0, 1), (1, 1), (300, 1), (2000, 7), (6000, 40)):  # torchvision goes per group above 4000
+        corner = torch.rand(n, 2, generator=g, dtype=torch.float64) * 400
+        boxes = torch.cat([corner, corner + 8 + torch.rand(n, 2, generator=g, dtype=torch.float64) * 60], 1)
+        scores = torch.rand(n, generator=g, dtype=torch.float64)
+        ids = torch.randint(0, groups, (n,), generator=g)
+        for threshold in (0.5, 0.7):
+            assert torch.equal(mtcnn._nms(boxes, scores, ids, threshold), batched_nms(boxes, scores, ids, threshold))
+
+
+@needs_shared
+def test_detection_imports_neither_torchvision_nor_facenet_pytorch():
+    """Their imports cost about 1.5 s of every process's start (torchvision pulls in torch._dynamo)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, cv2\n"
+        "from facerec import mtcnn\n"
+        f"image = cv2.imread({str(SHARED / 'faces/unknown/kit_with_rose.jpg')!r})[:, :, ::-1].copy()\n"
+        "assert len(mtcnn.detect(image)[0]) == 2\n"
+        "print(sorted(m for m in ('torchvision', 'facenet_pytorch', 'torch._dynamo') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
